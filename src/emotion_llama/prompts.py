@@ -1,0 +1,179 @@
+"""Prompts, tasks, instruction pools, label sets and target normalisation (SPEC 2.3). No torch.
+
+The released checkpoints only answer well to the exact text they were trained and evaluated
+with, so every string here is byte-exact, spaces included. The sequence layouts are described
+as a list of *segments* (text to tokenise, special tokens, feature slots); the processor turns
+them into ids, the model fills the slots with projected features.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from emotion_llama.errors import EmotionLlamaError
+
+#: The nine labels of MERR, in the index order of the authors' code.
+LABELS: tuple[str, ...] = (
+    "neutral",
+    "angry",
+    "happy",
+    "sad",
+    "worried",
+    "surprise",
+    "fear",
+    "contempt",
+    "doubt",
+)
+#: MER2023 / MER2024 classification labels.
+MER_LABELS: tuple[str, ...] = LABELS[:6]
+
+Task = Literal["emotion", "reason", "reason_v2"]
+TASKS: tuple[str, ...] = ("emotion", "reason", "reason_v2")
+
+EMOTION_INSTRUCTION = (
+    "Please determine which emotion label in the video represents: happy, sad, neutral, "
+    "angry, worried, surprise, fear, contempt, doubt."
+)
+#: The 6-label wording used for MER2024; the authors found the 9-label one better even there.
+EMOTION_INSTRUCTION_6 = (
+    "Please determine which emotion label in the video represents: happy, sad, neutral, "
+    "angry, worried, surprise."
+)
+REASON_INSTRUCTIONS: tuple[str, ...] = (
+    "Please analyze all the clues in the video and reason out the emotional label of the person "
+    "in the video.",
+    "What is the emotional state of the person in the video? Please tell me the reason.",
+    "What are the facial expressions and vocal tone used in the video? What is the intended "
+    "meaning behind his words? Which emotion does this reflect?",
+    "Please integrate information from various modalities to infer the emotional category of "
+    "the person in the video.",
+    "Could you describe the emotion-related features of the individual in the video? What "
+    "emotional category do they fall into?",
+)
+
+VIDEO_PLACEHOLDER = "<VideoHere>"
+FEATURE_PLACEHOLDER = "<FeatureHere>"
+USER_TEXT = (
+    "<video><VideoHere></video> <feature><FeatureHere></feature> "
+    "The person in video says: {subtitle}.  [{task}] {instruction} "
+)
+
+
+def instruction_pool(task: str) -> tuple[str, ...]:
+    if task == "emotion":
+        return (EMOTION_INSTRUCTION,)
+    if task in ("reason", "reason_v2"):
+        return REASON_INSTRUCTIONS
+    raise EmotionLlamaError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+
+
+def pick_instruction(task: str, rng: random.Random | None = None) -> str:
+    """One instruction of the task's pool (drawn at random for the reasoning tasks)."""
+    pool = instruction_pool(task)
+    return pool[0] if len(pool) == 1 else (rng or random).choice(pool)
+
+
+def user_text(subtitle: str, task: str, instruction: str) -> str:
+    """The user turn, exactly: note the double space before ``[`` and the trailing space."""
+    if task not in TASKS:
+        raise EmotionLlamaError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return USER_TEXT.format(subtitle=subtitle, task=task, instruction=instruction)
+
+
+_PUNCT = re.compile(r"[.!\"()*#:;~]")
+_WS_RUN = re.compile(r"\s{2,}")
+
+
+def normalize_target(text: str, max_words: int = 200) -> str:
+    """Training targets: lower-case, the characters ``. ! " ( ) * # : ; ~`` become spaces,
+    runs of white space collapse to one space, ends are trimmed, then cut to ``max_words``."""
+    text = _PUNCT.sub(" ", text.lower())
+    text = _WS_RUN.sub(" ", text)
+    text = text.rstrip("\n").strip(" ")
+    words = text.split(" ")
+    if len(words) > max_words:
+        text = " ".join(words[:max_words])
+    return text
+
+
+# -- sequence layouts --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Text:
+    """A piece of text, tokenised without special tokens."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Bos:
+    """The tokenizer's begin-of-sequence token."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """``count`` feature vectors go here: ``start`` is the index of the first of them in the
+    model's [EVA groups, local, temporal, audio, CLS] order."""
+
+    start: int
+    count: int
+
+
+Segment = Text | Bos | Slot
+
+
+def prompt_segments(
+    user: str, layout: str, num_groups: int, template: str = "[INST] {} [/INST]"
+) -> list[Segment]:
+    """The prompt of one sample as segments (SPEC 2.3).
+
+    ``training``: BOS, then the templated text split at both placeholders; the ``num_groups``
+    EVA embeddings replace ``<VideoHere>``, the other four replace ``<FeatureHere>``.
+
+    ``inference`` (the authors' evaluation and demo code, which produced the published scores):
+    the text ``<s>`` + template is split at ``<VideoHere>`` only; the first piece is tokenised
+    with special tokens, so the sequence opens with two BOS (the tokenizer's and the literal
+    ``<s>``); all ``num_groups + 4`` embeddings replace ``<VideoHere>``; ``<FeatureHere>`` stays
+    as literal text.
+    """
+    wrapped = template.format(user)
+    total = num_groups + 4
+    if layout == "training":
+        head, rest = _split_once(wrapped, VIDEO_PLACEHOLDER)
+        mid, tail = _split_once(rest, FEATURE_PLACEHOLDER)
+        return [
+            Bos(),
+            Text(head),
+            Slot(0, num_groups),
+            Text(mid),
+            Slot(num_groups, 4),
+            Text(tail),
+        ]
+    if layout == "inference":
+        head, tail = _split_once(wrapped, VIDEO_PLACEHOLDER)
+        return [Bos(), Bos(), Text(head), Slot(0, total), Text(tail)]
+    raise EmotionLlamaError(f"unknown layout {layout!r}; choose 'training' or 'inference'")
+
+
+def segments_to_string(segments: list[Segment], bos: str = "<s>") -> str:
+    """A readable rendering (slots as ``<feat:start+count>``) for logs and golden tests."""
+    out = []
+    for s in segments:
+        if isinstance(s, Text):
+            out.append(s.text)
+        elif isinstance(s, Bos):
+            out.append(bos)
+        else:
+            out.append(f"<feat:{s.start}+{s.count}>")
+    return "".join(out)
+
+
+def _split_once(text: str, marker: str) -> tuple[str, str]:
+    parts = text.split(marker)
+    if len(parts) != 2:
+        raise EmotionLlamaError(
+            f"the prompt must contain {marker} exactly once, found {len(parts) - 1}: {text[:80]!r}"
+        )
+    return parts[0], parts[1]

