@@ -154,7 +154,10 @@ def build_model(
     if not config.llm.sizes_known():
         raise ConfigError(f"config {config.name!r}: LLM sizes unknown and no model to read them from")
     torch.manual_seed(config.seed)
-    ctx = torch.device("meta") if on_meta else contextlib.nullcontext()
+    # Build directly on the target device: random initialisation of a 7B model then happens
+    # there (seconds on a GPU) instead of on the host; on "meta" nothing is allocated.
+    target = torch.device(device)
+    ctx = target if target.type != "cpu" else contextlib.nullcontext()
     frozen_state = frozen_state or {}
     enc_state = _strip_prefix(frozen_state, "global_encoder.")
     llm_state = _strip_prefix(frozen_state, "llm_base.")
