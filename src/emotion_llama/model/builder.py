@@ -149,8 +149,7 @@ def build_model(
     on_meta = torch.device(device).type == "meta"
     if on_meta:
         pretrained = False
-    else:
-        config = resolve_llm_sizes(config)
+    config = resolve_llm_sizes(config)  # reads only the LLM's config.json when sizes are open
     if not config.llm.sizes_known():
         raise ConfigError(f"config {config.name!r}: LLM sizes unknown and no model to read them from")
     torch.manual_seed(config.seed)

@@ -122,20 +122,7 @@ def convert_authors_state(
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(source, f"{key} is a {type(value).__name__}, not a tensor")
         state[key] = value
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(source, f"{len(missing)} expected key(s) missing: {_few(missing)}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if tuple(state[k].shape) != expected[k]
-    ]
-    if wrong:
-        raise CheckpointError(
-            source,
-            f"{len(wrong)} tensor(s) of the wrong shape for preset {config.name!r} (a checkpoint "
-            f"of another preset?): {_few(wrong)}",
-        )
+    check_trainable_state(state, config, source)
     return {k: state[k].float().contiguous() for k in expected}, unexpected
 
 
@@ -227,8 +214,9 @@ def save_pretrained(model: EmotionLlama, out_dir: str | Path) -> Path:
 
 
 def check_trainable_state(
-    state: dict[str, torch.Tensor], config: EmotionLlamaConfig, source: str | Path
+    state: dict[str, torch.Tensor], config: EmotionLlamaConfig, source: str | Path | None
 ) -> None:
+    """Exactly the expected keys, each with the expected shape, or a :class:`CheckpointError`."""
     expected = expected_trainable_shapes(config)
     missing = [k for k in expected if k not in state]
     if missing:
@@ -242,7 +230,11 @@ def check_trainable_state(
         if tuple(state[k].shape) != expected[k]
     ]
     if wrong:
-        raise CheckpointError(source, f"wrong shapes for config {config.name!r}: {_few(wrong)}")
+        raise CheckpointError(
+            source,
+            f"{len(wrong)} tensor(s) of the wrong shape for preset {config.name!r} (a checkpoint "
+            f"of another preset?): {_few(wrong)}",
+        )
 
 
 def load_trainable(model: EmotionLlama, state: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -172,6 +172,27 @@ class EmotionLlama(nn.Module):
             embeds = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
         return embeds
 
+    def prompt_embeds(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        feature_mask: torch.Tensor,
+        local_feats: torch.Tensor,
+        temporal_feats: torch.Tensor,
+        audio_feats: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_tokens: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LLM's input embeddings (B, L, H) and the projected features (B, F, H)."""
+        features = self.encode(
+            pixel_values=pixel_values,
+            vision_tokens=vision_tokens,
+            local_feats=local_feats,
+            temporal_feats=temporal_feats,
+            audio_feats=audio_feats,
+        )
+        return self.embed(input_ids, feature_mask, features, attention_mask), features
+
     # -- LLM -----------------------------------------------------------------------------------
     def forward(
         self,
@@ -186,14 +207,10 @@ class EmotionLlama(nn.Module):
         labels: torch.Tensor | None = None,
     ) -> EmotionLlamaOutput:
         """Logits (B, L, V); with ``labels`` (-100 outside the answer) the mean next-token loss."""
-        features = self.encode(
-            pixel_values=pixel_values,
-            vision_tokens=vision_tokens,
-            local_feats=local_feats,
-            temporal_feats=temporal_feats,
-            audio_feats=audio_feats,
-        )
-        embeds = self.embed(input_ids, feature_mask, features, attention_mask)
+        embeds, features = self.prompt_embeds(
+            input_ids, attention_mask, feature_mask, local_feats, temporal_feats, audio_feats,
+            pixel_values, vision_tokens,
+        )  # fmt: skip
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -220,14 +237,10 @@ class EmotionLlama(nn.Module):
         ``generate`` (``max_new_tokens``, ``do_sample``...)."""
         if bool((attention_mask[:, -1] == 0).any()):
             raise EmotionLlamaError("generation needs left padding (collate with padding_side='left')")
-        features = self.encode(
-            pixel_values=pixel_values,
-            vision_tokens=vision_tokens,
-            local_feats=local_feats,
-            temporal_feats=temporal_feats,
-            audio_feats=audio_feats,
-        )
-        embeds = self.embed(input_ids, feature_mask, features, attention_mask)
+        embeds, _ = self.prompt_embeds(
+            input_ids, attention_mask, feature_mask, local_feats, temporal_feats, audio_feats,
+            pixel_values, vision_tokens,
+        )  # fmt: skip
         generate_kwargs.setdefault("pad_token_id", self.llm.config.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
