@@ -129,13 +129,17 @@ def test_not_a_checkpoint_truncated_and_empty(tmp_path, tiny_config):
     assert not zipfile.is_zipfile(cut)
     with pytest.raises(CheckpointError, match=r"cut.pth: truncated or corrupt"):
         read_authors_checkpoint(cut)
+    garbled = tmp_path / "garbled.pth"
+    garbled.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(CheckpointError, match=r"garbled.pth: not a readable PyTorch checkpoint"):
+        read_authors_checkpoint(garbled)
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"empty.pth: the file is empty"):
         read_authors_checkpoint(empty)
     with pytest.raises(CheckpointError, match="no such file"):
         read_authors_checkpoint(tmp_path / "absent.pth")
-    for err_path in (text, cut, empty):
+    for err_path in (text, cut, garbled, empty):
         with pytest.raises(CheckpointError) as err:
             read_authors_checkpoint(err_path)
         assert "\n" not in str(err.value)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -140,25 +141,36 @@ def read_torch_file(path: str | Path) -> Any:
         raise CheckpointError(path, "no such file")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "the file is empty (0 bytes)")
-    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    is_zip_header = head.startswith(b"PK\x03\x04")
+    if not is_zip_header and not head.startswith(b"\x80"):  # zip archive, or a pickle (protocol 2+)
+        raise CheckpointError(path, f"not a PyTorch checkpoint (starts with {head!r})")
+    if is_zip_header and not zipfile.is_zipfile(path):
+        raise CheckpointError(path, "truncated or corrupt: the zip archive has no central directory")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip_header)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Weights only load failed" in str(exc):
+        text = _first_sentence(str(exc)) or type(exc).__name__
+        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
             problem = "holds objects other than tensors; refused to unpickle (weights_only=True)"
-        elif "central directory" in str(exc) or isinstance(exc, EOFError) or "truncated" in text:
+        elif isinstance(exc, EOFError) or "central directory" in text or "truncated" in text:
             problem = f"truncated or corrupt ({text})"
-        elif _looks_truncated_zip(path):
-            problem = f"truncated or corrupt zip archive ({text})"
         else:
-            problem = f"not a PyTorch checkpoint ({text})"
+            problem = f"not a readable PyTorch checkpoint ({text})"
         raise CheckpointError(path, problem) from None
 
 
-def _looks_truncated_zip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"PK\x03\x04"
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """The informative part of torch's loader messages (they open with generic advice)."""
+    m = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    if m:
+        return m.group(1).strip().split(". ")[0][:limit]
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.lower().startswith(("weights only load failed", "please file")):
+            return line.split(". ")[0][:limit]
+    return ""
 
 
 def read_authors_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -190,6 +202,9 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path, meta: dict[str
 
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; follow the user's umask
     tmp.replace(path)
 
 
