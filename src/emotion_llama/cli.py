@@ -206,6 +206,139 @@ def smoke(
     )
 
 
+BenchmarkOpt = Annotated[
+    str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
+]
+JudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge",
+        help="LLM judge for emer/ov: 'offline' (local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' "
+        "(key from $OPENAI_API_KEY). Its name is written in the report.",
+    ),
+]
+WheelsOpt = Annotated[
+    Path | None, typer.Option("--wheels", help="Folder with the emotion wheel tables (ov benchmark).")
+]
+
+
+def _judge(spec: str | None, out: Path):  # type: ignore[no-untyped-def]
+    if spec is None:
+        return None
+    from emotion_llama.backends.llm import make_llm
+
+    return make_llm(spec, cache=out / "judge_cache.sqlite", api_key=os.environ.get("OPENAI_API_KEY"))
+
+
+def _score_and_report(bench, records, source, out: Path, judge, wheels, model_name) -> dict:  # type: ignore[no-untyped-def]
+    from emotion_llama.evaluate.report import write_reports
+    from emotion_llama.evaluate.scoring import score_records
+
+    metrics = score_records(bench, records, source=source, judge=judge, wheels_dir=wheels)
+    files = write_reports(metrics, out, model=model_name)
+    _print_summary(metrics)
+    if judge is not None and hasattr(judge, "stats"):
+        console.print(f"judge cache: {judge.stats.hits} hits, {judge.stats.misses} new answers")
+    console.print("wrote " + ", ".join(str(f) for f in files))
+    return metrics
+
+
+def _print_summary(m: dict) -> None:
+    if "last_word" in m:
+        for key in ("last_word", "robust"):
+            r = m[key]
+            console.print(
+                f"{m['benchmark']} [{key}] accuracy {r['accuracy']:.4f}  weighted F1 {r['weighted_f1']:.4f}  "
+                f"UAR {r['uar']:.4f}  (n={m['n']})"
+            )
+        if "mean_over_folds" in m:
+            mf = m["mean_over_folds"]
+            console.print(f"mean over folds: UAR {mf['uar']:.4f}  WAR {mf['war']:.4f}")
+    elif m["benchmark"] == "emer":
+        console.print(
+            f"EMER clue overlap {m['clue_overlap']}  label overlap {m['label_overlap']}  judge {m['judge']}"
+        )
+    else:
+        console.print(f"open vocabulary Fs {m['fs']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}")
+
+
+@app.command()
+def evaluate(
+    benchmark: BenchmarkOpt,
+    model: Annotated[Path, typer.Option("--model", "-m", help="A project checkpoint folder.")],
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="The benchmark folder (see docs/evaluation.md).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (predictions, metrics, report).")],
+    judge: JudgeOpt = None,
+    wheels: WheelsOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Clips per generation batch.")] = 8,
+    limit: Annotated[int | None, typer.Option(help="Only the first N clips.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1...")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default: the config's (500).")] = None,
+) -> None:
+    """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
+    resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for classification,
+    OUT/confusion.png. Exit code 1 when clips were skipped (listed in OUT/skipped.jsonl)."""
+    try:
+        from emotion_llama.evaluate.runner import (
+            PREDICTIONS,
+            get_benchmark,
+            model_predict_fn,
+            read_predictions,
+            run_predictions,
+        )
+
+        bench = get_benchmark(benchmark)
+        predict = model_predict_fn(model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens)
+        summary = run_predictions(bench, data, out, predict, batch_size=batch_size, limit=limit)
+        console.print(
+            f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "
+            f"{len(summary.skipped)} skipped"
+        )
+        for s in summary.skipped:
+            err_console.print(f"[yellow]skipped[/] {escape(s['name'])}: {escape(s['reason'])}")
+        records = read_predictions(out / PREDICTIONS)
+        _score_and_report(
+            bench,
+            records,
+            out / PREDICTIONS,
+            out,
+            _judge(judge, out),
+            wheels,
+            getattr(predict, "model_name", str(model)),
+        )
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    if summary.skipped:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def score(
+    predictions: Annotated[Path, typer.Argument(help="A predictions.jsonl written by evaluate.")],
+    benchmark: BenchmarkOpt,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Default: the predictions' folder.")] = None,
+    judge: JudgeOpt = None,
+    wheels: WheelsOpt = None,
+) -> None:
+    """Re-score saved predictions without a model (metrics.json, report.md, confusion.png)."""
+    try:
+        from emotion_llama.data.benchmarks import DataError
+        from emotion_llama.evaluate.runner import get_benchmark, read_predictions
+
+        if not predictions.is_file():
+            raise DataError(f"{predictions}: no such file")
+        bench = get_benchmark(benchmark)
+        target = out or predictions.parent
+        records = read_predictions(predictions)
+        _score_and_report(bench, records, predictions, target, _judge(judge, target), wheels, None)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -177,3 +177,151 @@ def _split_once(text: str, marker: str) -> tuple[str, str]:
             f"the prompt must contain {marker} exactly once, found {len(parts) - 1}: {text[:80]!r}"
         )
     return parts[0], parts[1]
+
+
+# -- answer parsing ------------------------------------------------------------------------------
+def clean_generation(text: str) -> str:
+    """What the authors' ``generate`` returned: the text before ``</s>``, without ``<s>``, after the
+    last ``[/INST]``, stripped."""
+    return text.split("</s>")[0].replace("<s>", "").split("[/INST]")[-1].strip()
+
+
+def parse_last_word(text: str, labels: tuple[str, ...] = MER_LABELS, default: str = "neutral") -> str:
+    """The authors' rule: the last space-separated token of the cleaned answer, compared exactly
+    (case and punctuation included) with the label set; anything else counts as ``default``.
+    So ``"...is happy."`` and ``"Happy"`` score as neutral, ``"not sad but angry"`` as angry."""
+    last = clean_generation(text).split(" ")[-1]
+    return last if last in labels else default
+
+
+#: Words that name each label (word forms and close synonyms), for the robust parser.
+LABEL_WORDS: dict[str, tuple[str, ...]] = {
+    "neutral": ("neutral", "calm", "indifferent", "emotionless", "expressionless"),
+    "angry": (
+        "angry",
+        "anger",
+        "angrily",
+        "furious",
+        "fury",
+        "rage",
+        "mad",
+        "irritated",
+        "annoyed",
+        "annoyance",
+        "frustrated",
+        "frustration",
+        "hostile",
+        "indignant",
+    ),
+    "happy": (
+        "happy",
+        "happiness",
+        "happily",
+        "joy",
+        "joyful",
+        "joyous",
+        "glad",
+        "delighted",
+        "cheerful",
+        "pleased",
+        "excited",
+        "content",
+        "elated",
+    ),
+    "sad": (
+        "sad",
+        "sadness",
+        "sadly",
+        "unhappy",
+        "sorrow",
+        "sorrowful",
+        "depressed",
+        "grief",
+        "grieving",
+        "melancholy",
+        "upset",
+        "heartbroken",
+        "disappointed",
+        "disappointment",
+    ),
+    "worried": (
+        "worried",
+        "worry",
+        "worrying",
+        "anxious",
+        "anxiety",
+        "nervous",
+        "concerned",
+        "concern",
+        "uneasy",
+        "apprehensive",
+        "tense",
+    ),
+    "surprise": (
+        "surprise",
+        "surprised",
+        "surprising",
+        "astonished",
+        "astonishment",
+        "amazed",
+        "amazement",
+        "shocked",
+        "shock",
+        "startled",
+    ),
+    "fear": ("fear", "fearful", "afraid", "scared", "frightened", "terrified", "terror", "panic"),
+    "contempt": ("contempt", "contemptuous", "disdain", "disdainful", "scorn", "scornful", "sneering"),
+    "doubt": (
+        "doubt",
+        "doubtful",
+        "skeptical",
+        "sceptical",
+        "suspicious",
+        "uncertain",
+        "confused",
+        "puzzled",
+        "disbelief",
+    ),
+    "disgust": ("disgust", "disgusted", "disgusting", "revulsion", "repulsed"),
+}
+_NEGATIONS = frozenset(
+    {
+        "not",
+        "no",
+        "never",
+        "neither",
+        "nor",
+        "without",
+        "hardly",
+        "isn't",
+        "wasn't",
+        "aren't",
+        "doesn't",
+        "don't",
+        "didn't",
+        "nt",
+        "barely",
+    }
+)
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+
+
+def parse_label_robust(text: str, labels: tuple[str, ...] = MER_LABELS) -> str | None:
+    """Label words and their synonyms anywhere in the answer, any case; a mention preceded by a
+    negation within three words (``not sad``, ``is not really angry``) is skipped, and ``but``
+    ends a negation's reach. The last remaining mention wins (reasoning texts conclude at the
+    end). ``None`` when no label is named."""
+    lookup = {w: label for label in labels for w in LABEL_WORDS.get(label, (label,))}
+    tokens = _WORD.findall(clean_generation(text).lower())
+    found: str | None = None
+    for i, tok in enumerate(tokens):
+        label = lookup.get(tok)
+        if label is None:
+            continue
+        window = tokens[max(0, i - 3) : i]
+        if "but" in window:
+            window = window[len(window) - window[::-1].index("but") :]
+        if any(w in _NEGATIONS or w.endswith("n't") for w in window):
+            continue
+        found = label
+    return found

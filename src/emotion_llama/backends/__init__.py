@@ -1,0 +1,1 @@
+"""LLM and other model backends behind small Protocols."""

@@ -1,0 +1,245 @@
+"""Text LLM backends behind one small Protocol: judges, label extraction and (later) the clue
+pipeline's reasoning all talk to a :class:`ChatLLM`.
+
+- :class:`HFChatLLM`: a local Hugging Face causal LM with its chat template (greedy by default).
+- :class:`OpenAIChatLLM`: any OpenAI-compatible ``/v1/chat/completions`` endpoint (vLLM, Ollama,
+  llama.cpp server, hosted APIs), with a timeout, retries with exponential back-off and a
+  concurrency limit.
+- :class:`CachedChatLLM`: wraps either; answers are stored in SQLite keyed by (model, messages,
+  parameters), so a rerun costs nothing and the cache reports hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from emotion_llama.errors import EmotionLlamaError
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+
+    def key(self) -> dict[str, Any]:
+        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p}
+
+
+@runtime_checkable
+class ChatLLM(Protocol):
+    """A chat model: a list of ``{"role", "content"}`` messages in, the reply text out."""
+
+    #: Model name and version, written into every report that used it.
+    name: str
+
+    def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]: ...
+
+
+class BackendError(EmotionLlamaError):
+    """The backend could not answer (after retries)."""
+
+
+# -- local Hugging Face model ----------------------------------------------------------------------
+class HFChatLLM:
+    """A local causal LM (a hub id or a folder) applied with its chat template, in batches with left
+    padding. Loading happens once, at construction."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        revision: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = str(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, revision=revision)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                self.path, dtype=getattr(torch, dtype), revision=revision
+            ).to(device)
+        except OSError as exc:
+            raise BackendError(f"cannot load the local LLM {self.path!r}: {exc}") from None
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.device = device
+        self.batch_size = batch_size
+        cfg = self.model.config
+        self.name = f"hf:{getattr(cfg, '_name_or_path', self.path) or self.path}"
+
+    def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
+        import torch
+
+        out: list[str] = []
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start : start + self.batch_size]
+            texts = [
+                self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                for c in chunk
+            ]
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            sample = params.temperature > 0
+            kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": sample}
+            if sample:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            with torch.no_grad():
+                ids = self.model.generate(**enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id)
+            new = ids[:, enc["input_ids"].shape[1] :]
+            out.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+        return out
+
+
+# -- OpenAI-compatible HTTP endpoint ---------------------------------------------------------------
+class OpenAIChatLLM:
+    """``POST {base_url}/chat/completions`` with retries on 429, 5xx and network errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        retries: int = 4,
+        backoff: float = 1.0,
+        max_concurrency: int = 4,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_concurrency = max(1, max_concurrency)
+        self.name = f"openai-compatible:{model}@{self.base_url}"
+
+    def _post(self, messages: list[Message], params: ChatParams) -> str:
+        body = json.dumps({"model": self.model, "messages": messages, **params.key()}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        url = f"{self.base_url}/chat/completions"
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    data = json.loads(resp.read().decode("utf-8"))
+                return str(data["choices"][0]["message"]["content"] or "").strip()
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}"
+                if exc.code != 429 and exc.code < 500:
+                    break  # a client error does not get better by retrying
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except (KeyError, IndexError, ValueError) as exc:
+                last = f"malformed response ({exc})"
+                break
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise BackendError(f"{url}: no answer from model {self.model!r} ({last})")
+
+    def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(lambda c: self._post(c, params), conversations))
+
+
+# -- response cache --------------------------------------------------------------------------------
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+@dataclass
+class CachedChatLLM:
+    """Answers cached in SQLite under sha256(model name, messages, parameters)."""
+
+    backend: ChatLLM
+    path: Path
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def _db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def _key(self, messages: list[Message], params: ChatParams) -> str:
+        blob = json.dumps([self.backend.name, messages, params.key()], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
+        keys = [self._key(c, params) for c in conversations]
+        with self._lock, self._db() as db:
+            found = (
+                dict(
+                    db.execute(
+                        f"SELECT key, answer FROM answers WHERE key IN ({','.join('?' * len(keys))})", keys
+                    ).fetchall()
+                )
+                if keys
+                else {}
+            )
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        self.stats.hits += len(keys) - len(todo)
+        self.stats.misses += len(todo)
+        if todo:
+            answers = self.backend.chat_many([conversations[i] for i in todo], params)
+            with self._lock, self._db() as db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO answers (key, answer) VALUES (?, ?)",
+                    [(keys[i], a) for i, a in zip(todo, answers, strict=True)],
+                )
+            for i, a in zip(todo, answers, strict=True):
+                found[keys[i]] = a
+        return [found[k] for k in keys]
+
+
+def make_llm(spec: str, *, cache: Path | None = None, api_key: str | None = None) -> ChatLLM:
+    """A backend from a short spec: ``hf:PATH_OR_ID``, ``offline`` (the offline SmolLM2 of
+    ``emotion_llama.sources``) or ``openai:MODEL@BASE_URL``; wrapped in a cache when given."""
+    backend: ChatLLM
+    if spec == "offline":
+        from emotion_llama.sources import hf_model_dir
+
+        backend = HFChatLLM(hf_model_dir("smollm2_135m_instruct"))
+    elif spec.startswith("hf:"):
+        backend = HFChatLLM(spec[3:])
+    elif spec.startswith("openai:") and "@" in spec:
+        model, url = spec[len("openai:") :].rsplit("@", 1)
+        backend = OpenAIChatLLM(url, model, api_key=api_key)
+    else:
+        raise EmotionLlamaError(
+            f"unknown LLM backend {spec!r}: use 'offline', 'hf:PATH_OR_HUB_ID' or 'openai:MODEL@BASE_URL'"
+        )
+    return CachedChatLLM(backend, cache) if cache is not None else backend

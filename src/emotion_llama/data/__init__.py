@@ -1,0 +1,1 @@
+"""Dataset and benchmark formats."""

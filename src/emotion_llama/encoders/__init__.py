@@ -1,0 +1,1 @@
+"""Frozen feature encoders and the feature store."""

@@ -1,0 +1,1 @@
+"""Evaluation metrics for emotion recognition and reasoning."""

@@ -1,0 +1,283 @@
+"""Benchmark runners: predictions written as they come (a rerun resumes), then scores.
+
+The runner never needs to know the model: it takes a ``predict`` function from a batch of
+(clip, inputs) to answer texts. :func:`model_predict_fn` makes one from an Emotion-LLaMA
+checkpoint; tests and other systems can bring their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotion_llama.data.benchmarks import (
+    DFEW_LABELS,
+    Clip,
+    DataError,
+    find_frame_source,
+    read_classification_folder,
+    read_references,
+    read_subtitles,
+)
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.prompts import (
+    EMOTION_INSTRUCTION,
+    MER_LABELS,
+    REASON_INSTRUCTIONS,
+)
+
+PREDICTIONS = "predictions.jsonl"
+SKIPPED = "skipped.jsonl"
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    kind: str  # classification | emer | ov
+    labels: tuple[str, ...] = ()
+    task: str = "emotion"
+    instruction: str = EMOTION_INSTRUCTION
+    folds: tuple[str, ...] = ()
+    numeric_labels: tuple[str, ...] | None = None
+    #: The class an answer outside the label set counts as (the authors' rule).
+    default_label: str = "neutral"
+
+
+def _label_instruction(labels: Sequence[str]) -> str:
+    return f"Please determine which emotion label in the video represents: {', '.join(labels)}."
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "mer2023": BenchmarkSpec("mer2023", "classification", MER_LABELS),
+    "mer2024-noise": BenchmarkSpec("mer2024-noise", "classification", MER_LABELS),
+    "dfew": BenchmarkSpec(
+        "dfew",
+        "classification",
+        DFEW_LABELS,
+        instruction=_label_instruction(DFEW_LABELS),
+        folds=tuple(f"fold{i}" for i in range(1, 6)),
+        numeric_labels=DFEW_LABELS,
+    ),
+    "emer": BenchmarkSpec("emer", "emer", task="reason", instruction=REASON_INSTRUCTIONS[0]),
+    "ov": BenchmarkSpec("ov", "ov", task="reason", instruction=REASON_INSTRUCTIONS[0]),
+}
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise EmotionLlamaError(
+            f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}"
+        ) from None
+
+
+# -- reading a benchmark folder ------------------------------------------------------------------------
+def read_benchmark(spec: BenchmarkSpec, data: str | Path) -> list[Clip]:
+    """Every clip of the benchmark with its gold label or reference and subtitle."""
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such benchmark folder")
+    if spec.kind == "classification":
+        if spec.folds:
+            present = [f for f in spec.folds if (root / f).is_dir()]
+            if not present:
+                raise DataError(f"{root}: no fold folders ({', '.join(spec.folds)})")
+            return [c for f in present for c in read_classification_folder(root / f, spec.numeric_labels, f)]
+        return read_classification_folder(root)
+    column = "reason" if spec.kind == "emer" else "openset"
+    refs = read_references(root / "references.csv", column)
+    subs = read_subtitles(root / "subtitles.csv") if (root / "subtitles.csv").is_file() else {}
+    return [Clip(name=n, subtitle=subs.get(n, ""), reference=r) for n, r in refs.items()]
+
+
+def clip_folder(data: Path, clip: Clip) -> Path:
+    return data / clip.fold if clip.fold else data
+
+
+# -- predictions file ------------------------------------------------------------------------------
+def read_predictions(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
+    """Records of a predictions JSONL file, each with its 1-based ``_line``. A malformed line is an
+    error naming it, except a cut-off last line (a crash while writing), which ``repair`` drops
+    from the file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    records = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "name" not in rec or "output" not in rec:
+                raise ValueError("each line needs 'name' and 'output'")
+        except ValueError as exc:
+            last = i == len(lines) and not raw.endswith(b"\n")
+            if repair and last:
+                path.write_bytes(raw[: len(raw) - len(line)])
+                break
+            raise DataError(f"{path}:{i}: malformed prediction line ({exc})") from None
+        rec["_line"] = i
+        records.append(rec)
+    return records
+
+
+def _key(rec: dict[str, Any] | Clip) -> tuple[str, str]:
+    if isinstance(rec, Clip):
+        return (rec.fold or "", rec.name)
+    return (rec.get("fold") or "", rec["name"])
+
+
+def _append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# -- running ---------------------------------------------------------------------------------------
+PredictFn = Callable[[Sequence[Clip], Path], list[str]]
+
+
+@dataclass
+class RunSummary:
+    total: int
+    already_done: int
+    predicted: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def run_predictions(
+    spec: BenchmarkSpec,
+    data: str | Path,
+    out: str | Path,
+    predict: PredictFn,
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Predict every clip not yet in ``out/predictions.jsonl``, appending as batches finish.
+
+    ``predict(clips, data_dir)`` returns one answer text per clip; a clip whose inputs cannot be
+    read raises :class:`EmotionLlamaError` from a per-clip retry and is listed in
+    ``skipped.jsonl`` with the reason, never filled in."""
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clips = read_benchmark(spec, data)
+    if limit is not None:
+        clips = clips[:limit]
+    done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True)}
+    todo = [c for c in clips if _key(c) not in done]
+    summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo))
+    (out / SKIPPED).unlink(missing_ok=True)
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task(f"{spec.name}", total=len(todo))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            answers, ok = _predict_batch(predict, batch, data, summary)
+            _append_jsonl(out / PREDICTIONS, [_record(c, a) for c, a in zip(ok, answers, strict=True)])
+            summary.predicted += len(ok)
+            bar.advance(task, len(batch))
+    if summary.skipped:
+        _append_jsonl(out / SKIPPED, summary.skipped)
+    return summary
+
+
+def _predict_batch(
+    predict: PredictFn, batch: list[Clip], data: Path, summary: RunSummary
+) -> tuple[list[str], list[Clip]]:
+    try:
+        return predict(batch, data), batch
+    except EmotionLlamaError:
+        pass  # find the clip(s) at fault one by one; the others still get predicted
+    answers, ok = [], []
+    for clip in batch:
+        try:
+            answers.extend(predict([clip], data))
+            ok.append(clip)
+        except EmotionLlamaError as exc:
+            summary.skipped.append({"name": clip.name, "fold": clip.fold or "", "reason": str(exc)})
+    return answers, ok
+
+
+def _record(clip: Clip, answer: str) -> dict[str, Any]:
+    rec: dict[str, Any] = {"name": clip.name, "output": answer}
+    if clip.fold:
+        rec["fold"] = clip.fold
+    if clip.label is not None:
+        rec["gold"] = clip.label
+    if clip.valence is not None:
+        rec["valence"] = clip.valence
+    if clip.reference is not None:
+        rec["reference"] = clip.reference
+    return rec
+
+
+def _progress(show: bool):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not show,
+        transient=False,
+    )
+
+
+# -- the model as a predict function -------------------------------------------------------------
+def model_predict_fn(
+    model_dir: str | Path,
+    spec: BenchmarkSpec,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_new_tokens: int | None = None,
+) -> PredictFn:
+    """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
+    features of their folder, and their subtitle (greedy decoding, as the published scores)."""
+    import torch
+
+    from emotion_llama.encoders.store import AuthorsLayoutStore
+    from emotion_llama.media.frames import MediaError, read_frame
+    from emotion_llama.model.checkpoint import load_pretrained
+    from emotion_llama.model.generation import ClipInput, Generator
+    from emotion_llama.model.processor import EmotionLlamaProcessor
+    from emotion_llama.model.tokenizer import load_tokenizer
+
+    model = load_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
+    cfg = model.config
+    processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
+    gen = Generator(
+        model, processor, task=spec.task, instruction=spec.instruction, max_new_tokens=max_new_tokens
+    )
+    dims = {
+        "local": cfg.features.local_dim,
+        "temporal": cfg.features.temporal_dim,
+        "audio": cfg.features.audio_dim,
+    }
+
+    def predict(clips: Sequence[Clip], data: Path) -> list[str]:
+        inputs = []
+        for c in clips:
+            folder = clip_folder(data, c)
+            src = find_frame_source(folder, c.name)
+            if src is None:
+                raise MediaError(f"{folder}: no first_frames/{c.name}.jpg|png nor video/{c.name}.mp4|avi")
+            frame = read_frame(src, cfg.vision.frame if cfg.vision.frame in ("first", "middle") else "first")
+            feats = AuthorsLayoutStore(folder, dims).read(c.name)
+            inputs.append(ClipInput(c.subtitle, frame, feats))
+        return gen(inputs)
+
+    predict.model_name = f"emotion-llama:{Path(model_dir).name}"  # type: ignore[attr-defined]
+    return predict

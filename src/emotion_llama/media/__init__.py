@@ -1,0 +1,1 @@
+"""Decoding of video frames and audio."""

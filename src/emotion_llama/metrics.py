@@ -1,0 +1,252 @@
+"""Classification metrics for emotion recognition, in pure Python and numpy.
+
+Labels are strings. Where a function takes ``labels``, it fixes the class order; when it is None the
+sorted union of ``y_true`` and ``y_pred`` is used. Zero divisions give 0.0 (scikit-learn's
+``zero_division=0``). Bad input raises :class:`MetricsError`, a ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from emotion_llama.errors import EmotionLlamaError
+
+__all__ = [
+    "MetricsError",
+    "accuracy",
+    "classification_report",
+    "confusion_matrix",
+    "f1",
+    "mer2023_combined",
+    "per_class_scores",
+    "sentiment_weighted_f1",
+    "uar",
+    "valence_mse",
+    "war",
+]
+
+Average = Literal["weighted", "macro", "micro"]
+
+
+class MetricsError(EmotionLlamaError, ValueError):
+    """Metric inputs are empty, of different lengths, or otherwise unusable."""
+
+
+def _as_list(values: Iterable[Any], name: str) -> list[Any]:
+    if isinstance(values, str):
+        raise MetricsError(f"{name} must be a sequence of labels, not a single string")
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise MetricsError(f"{name} must be one-dimensional, got shape {values.shape}")
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def _pair(y_true: Iterable[Any], y_pred: Iterable[Any], what: str = "y") -> tuple[list[Any], list[Any]]:
+    t = _as_list(y_true, f"{what}_true")
+    p = _as_list(y_pred, f"{what}_pred")
+    if len(t) != len(p):
+        raise MetricsError(f"{what}_true and {what}_pred differ in length: {len(t)} != {len(p)}")
+    if not t:
+        raise MetricsError(f"{what}_true and {what}_pred are empty")
+    return t, p
+
+
+def _labels(t: list[Any], p: list[Any], labels: Sequence[Hashable] | None) -> list[Any]:
+    if labels is None:
+        try:
+            return sorted(set(t) | set(p))
+        except TypeError as e:
+            raise MetricsError("labels of mixed types cannot be sorted; pass `labels` explicitly") from e
+    out = _as_list(labels, "labels")
+    if not out:
+        raise MetricsError("labels is empty")
+    if len(set(out)) != len(out):
+        dupes = sorted({str(x) for x in out if out.count(x) > 1})
+        raise MetricsError(f"labels has duplicates: {dupes}")
+    return out
+
+
+def _indices(values: list[Any], index: dict[Any, int]) -> np.ndarray:
+    """Position of each value in ``index``; -1 for values outside it."""
+    return np.fromiter((index.get(v, -1) for v in values), dtype=np.intp, count=len(values))
+
+
+def _counts(t: list[Any], p: list[Any], labels: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, predicted counts and true counts (support) per label."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    ti, pi = _indices(t, index), _indices(p, index)
+    k = len(labels)
+    hit = (ti >= 0) & (ti == pi)
+    tp = np.bincount(ti[hit], minlength=k)
+    pred_sum = np.bincount(pi[pi >= 0], minlength=k)
+    true_sum = np.bincount(ti[ti >= 0], minlength=k)
+    return tp, pred_sum, true_sum
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+def confusion_matrix(
+    y_true: Iterable[str], y_pred: Iterable[str], labels: Sequence[str] | None = None
+) -> np.ndarray:
+    """Counts with rows = true label and columns = predicted label, in ``labels`` order.
+
+    Samples whose true or predicted label is outside ``labels`` are not counted (as in scikit-learn).
+    """
+    t, p = _pair(y_true, y_pred)
+    labs = _labels(t, p, labels)
+    index = {lab: i for i, lab in enumerate(labs)}
+    ti, pi = _indices(t, index), _indices(p, index)
+    keep = (ti >= 0) & (pi >= 0)
+    k = len(labs)
+    return np.bincount(ti[keep] * k + pi[keep], minlength=k * k).reshape(k, k).astype(np.int64)
+
+
+def accuracy(y_true: Iterable[str], y_pred: Iterable[str]) -> float:
+    """Fraction of exact matches over all samples (this is WAR)."""
+    t, p = _pair(y_true, y_pred)
+    return sum(a == b for a, b in zip(t, p, strict=True)) / len(t)
+
+
+def war(y_true: Iterable[str], y_pred: Iterable[str]) -> float:
+    """Weighted average recall: the same number as :func:`accuracy`."""
+    return accuracy(y_true, y_pred)
+
+
+def per_class_scores(
+    y_true: Iterable[str], y_pred: Iterable[str], labels: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, f1 and support for each label, in ``labels`` order."""
+    t, p = _pair(y_true, y_pred)
+    labs = _labels(t, p, labels)
+    tp, pred_sum, true_sum = _counts(t, p, labs)
+    precision = _div(tp, pred_sum)
+    recall = _div(tp, true_sum)
+    f = _div(2 * tp, pred_sum + true_sum)
+    return {
+        lab: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f[i]),
+            "support": float(true_sum[i]),
+        }
+        for i, lab in enumerate(labs)
+    }
+
+
+def f1(
+    y_true: Iterable[str],
+    y_pred: Iterable[str],
+    labels: Sequence[str] | None = None,
+    average: Average = "weighted",
+) -> float:
+    """F1 score averaged over ``labels``; equals ``sklearn.metrics.f1_score(..., zero_division=0)``.
+
+    ``weighted`` weights each label by its support, ``macro`` is the plain mean over all labels,
+    ``micro`` pools counts over the labels.
+    """
+    if average not in ("weighted", "macro", "micro"):
+        raise MetricsError(f"average must be 'weighted', 'macro' or 'micro', got {average!r}")
+    t, p = _pair(y_true, y_pred)
+    labs = _labels(t, p, labels)
+    tp, pred_sum, true_sum = _counts(t, p, labs)
+    if average == "micro":
+        return float(_div(2 * tp.sum(), pred_sum.sum() + true_sum.sum()))
+    per = _div(2 * tp, pred_sum + true_sum)
+    if average == "macro":
+        return float(per.mean())
+    total = true_sum.sum()
+    return float((per * true_sum).sum() / total) if total > 0 else 0.0
+
+
+def uar(y_true: Iterable[str], y_pred: Iterable[str], labels: Sequence[str] | None = None) -> float:
+    """Unweighted average recall: mean recall over the labels that occur in ``y_true``.
+
+    Labels in ``labels`` with zero support are left out of the mean.
+    """
+    t, p = _pair(y_true, y_pred)
+    labs = _labels(t, p, labels)
+    tp, _, true_sum = _counts(t, p, labs)
+    present = true_sum > 0
+    if not present.any():
+        raise MetricsError("no label in `labels` occurs in y_true; UAR is undefined")
+    return float((tp[present] / true_sum[present]).mean())
+
+
+def valence_mse(true: Iterable[float], pred: Iterable[float]) -> float:
+    """Mean squared error between true and predicted valence."""
+    t, p = _pair(true, pred, what="valence")
+    try:
+        a = np.asarray(t, dtype=np.float64)
+        b = np.asarray(p, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise MetricsError(f"valence values must be numbers: {e}") from e
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise MetricsError("valence values must be finite (no NaN or inf)")
+    return float(np.mean((a - b) ** 2))
+
+
+def mer2023_combined(
+    f1_weighted: float, valence_true: Iterable[float], valence_pred: Iterable[float]
+) -> float:
+    """MER2023 MER-MULTI score: weighted F1 of the discrete emotions minus 0.25 x valence MSE."""
+    return float(f1_weighted) - 0.25 * valence_mse(valence_true, valence_pred)
+
+
+def sentiment_weighted_f1(
+    y_true: Iterable[str], y_pred: Iterable[str], positive: set[str], negative: set[str]
+) -> float:
+    """Weighted F1 of binary sentiment (positive vs negative) derived from emotion labels.
+
+    Rule: a label is positive if in ``positive``, negative if in ``negative``, otherwise neutral.
+    Samples whose gold label is neutral are removed. A neutral (or unknown) prediction is counted as
+    wrong: it is mapped to the class opposite to its gold. Weighted F1 is then taken over
+    {positive, negative}.
+    """
+    t, p = _pair(y_true, y_pred)
+    pos, neg = set(positive), set(negative)
+    if not pos or not neg:
+        raise MetricsError("positive and negative label sets must both be non-empty")
+    if pos & neg:
+        raise MetricsError(f"labels are both positive and negative: {sorted(pos & neg)}")
+
+    def side(label: Any) -> str | None:
+        return "positive" if label in pos else "negative" if label in neg else None
+
+    gold: list[str] = []
+    pred: list[str] = []
+    for a, b in zip(t, p, strict=True):
+        g = side(a)
+        if g is None:
+            continue
+        q = side(b)
+        gold.append(g)
+        pred.append(q if q is not None else ("negative" if g == "positive" else "positive"))
+    if not gold:
+        raise MetricsError("every gold label is neutral; no sample is left for sentiment F1")
+    return f1(gold, pred, labels=["positive", "negative"], average="weighted")
+
+
+def classification_report(
+    y_true: Iterable[str], y_pred: Iterable[str], labels: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Every metric at once, as plain Python values (JSON-serialisable for string labels)."""
+    t, p = _pair(y_true, y_pred)
+    labs = _labels(t, p, labels)
+    acc = accuracy(t, p)
+    return {
+        "accuracy": acc,
+        "weighted_f1": f1(t, p, labs, "weighted"),
+        "macro_f1": f1(t, p, labs, "macro"),
+        "uar": uar(t, p, labs),
+        "war": acc,
+        "per_class": per_class_scores(t, p, labs),
+        "confusion": confusion_matrix(t, p, labs).tolist(),
+        "labels": list(labs),
+        "n": len(t),
+    }

@@ -1,0 +1,303 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from emotion_llama.data.benchmarks import DataError, read_ncev
+from emotion_llama.encoders.store import AuthorsLayoutStore, ClipFeatures
+from emotion_llama.evaluate.judges import parse_score, parse_word_list
+from emotion_llama.evaluate.runner import get_benchmark, read_predictions, run_predictions
+from emotion_llama.evaluate.scoring import score_records
+from emotion_llama.prompts import MER_LABELS, parse_label_robust, parse_last_word
+
+
+# -- answer parsing ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("answer", "last", "robust"),
+    [
+        ("happy", "happy", "happy"),
+        ("...the emotion is happy.", "neutral", "happy"),  # "happy." is not a label: neutral
+        ("Happy", "neutral", "happy"),  # the authors compared case-sensitively
+        ("not sad but angry", "angry", "angry"),
+        ("She is not happy at all, she is sad.", "neutral", "sad"),
+        ("Therefore, it is inferred that her emotional state is anger.", "neutral", "angry"),
+        ("[INST] x [/INST] worried</s>", "worried", "worried"),
+        ("I can't tell", "neutral", None),
+    ],
+)
+def test_answer_parsers(answer, last, robust):
+    assert parse_last_word(answer, MER_LABELS) == last
+    assert parse_label_robust(answer, MER_LABELS) == robust
+
+
+def test_judge_reply_parsing():
+    assert parse_score("score: 7\nreason: both say happy") == 7
+    assert parse_score("I would give it 8.5 out of 10") == 8.5
+    assert parse_score("Score = 11") is None  # outside 1..10
+    assert parse_score("no number here") is None
+    assert parse_word_list("Happy, excited; relieved.") == ["happy", "excited", "relieved"]
+    assert parse_word_list("Emotion words: sad and disappointed") == ["sad", "disappointed"]
+    assert parse_word_list("none") == []
+
+
+# -- formats ---------------------------------------------------------------------------------------
+def test_ncev_reader_and_errors(tmp_path):
+    p = tmp_path / "labels.txt"
+    p.write_text("sample_00000047 22 surprise -0.61232674\nsample_2 10 happy -10\n")
+    clips = read_ncev(p)
+    assert [(c.name, c.label, c.valence) for c in clips] == [
+        ("sample_00000047", "surprise", -0.61232674),
+        ("sample_2", "happy", None),  # -10 is MER2023's placeholder
+    ]
+    p.write_text("ok 1 happy 0.1\nbroken\n")
+    with pytest.raises(DataError, match=r"labels.txt:2: expected"):
+        read_ncev(p)
+
+
+def test_prediction_file_errors_name_the_line(tmp_path):
+    p = tmp_path / "predictions.jsonl"
+    p.write_text('{"name": "a", "output": "happy", "gold": "happy"}\n{"name": "b", "output": \n')
+    with pytest.raises(DataError, match=r"predictions.jsonl:2: malformed prediction line"):
+        read_predictions(p)
+    p.write_text(
+        '{"name": "a", "output": "happy", "gold": "happy"}\n{"name": "b", "output": "sad", "gold": "joy"}\n'
+    )
+    with pytest.raises(DataError, match=r"predictions.jsonl:2: gold label 'joy' is not one of mer2023"):
+        score_records(get_benchmark("mer2023"), read_predictions(p), source=p)
+
+
+def test_cut_off_last_line_is_repaired(tmp_path):
+    p = tmp_path / "predictions.jsonl"
+    p.write_text('{"name": "a", "output": "happy"}\n{"name": "b", "outp')
+    assert [r["name"] for r in read_predictions(p, repair=True)] == ["a"]
+    assert p.read_text() == '{"name": "a", "output": "happy"}\n'
+
+
+def test_classification_scores_and_dfew_folds():
+    recs = [
+        {"name": "1", "gold": "happy", "output": "happy", "fold": "fold1"},
+        {"name": "2", "gold": "sad", "output": "The person is sad.", "fold": "fold1"},
+        {"name": "3", "gold": "angry", "output": "angry", "fold": "fold2"},
+        {"name": "4", "gold": "fear", "output": "surprise", "fold": "fold2"},
+    ]
+    m = score_records(get_benchmark("dfew"), recs)
+    # last word: happy, neutral("sad." is not a label), angry, surprise -> 2/4 right
+    assert m["last_word"]["accuracy"] == 0.5
+    assert m["robust"]["accuracy"] == 0.75
+    assert m["folds"]["fold1"] == {"uar": 0.5, "war": 0.5, "n": 2}  # happy right, sad wrong
+    assert m["folds"]["fold2"]["war"] == 0.5
+    assert m["mean_over_folds"]["war"] == 0.5
+    assert m["unparsed_last_word"] == 1
+
+
+# -- the runner on a tiny model and a synthetic benchmark folder ----------------------------------------
+def make_benchmark(root: Path, config, n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    f = config.features
+    store = AuthorsLayoutStore(root)
+    (root / "first_frames").mkdir(parents=True)
+    names, lines, subs = [], [], ["name,sentence"]
+    for i in range(n):
+        name = f"sample_{i:05d}"
+        label = MER_LABELS[i % 6]
+        names.append(name)
+        lines.append(f"{name} {10 + i} {label} {rng.uniform(-1, 1):.4f}")
+        subs.append(f'{name},"line number {i}, said with feeling"')
+        store.write(
+            name,
+            ClipFeatures(
+                *(rng.normal(size=d).astype(np.float32) for d in (f.local_dim, f.temporal_dim, f.audio_dim))
+            ),
+        )
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(
+            root / "first_frames" / f"{name}.png"
+        )
+    (root / "labels.txt").write_text("\n".join(lines) + "\n")
+    (root / "subtitles.csv").write_text("\n".join(subs) + "\n")
+    return names
+
+
+@pytest.fixture()
+def tiny_ckpt(tmp_path, tiny_config):
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    return save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+
+
+def test_runner_writes_reports_and_skips_broken_clips(tmp_path, tiny_config, tiny_ckpt):
+    from emotion_llama.evaluate.report import write_reports
+    from emotion_llama.evaluate.runner import model_predict_fn
+
+    data = tmp_path / "mer"
+    names = make_benchmark(data, tiny_config, 7)
+    (data / "HL-UTT" / f"{names[3]}.npy").unlink()  # one clip lacks its audio feature
+    bench = get_benchmark("mer2023")
+    predict = model_predict_fn(tiny_ckpt, bench, max_new_tokens=4)
+    out = tmp_path / "out"
+    summary = run_predictions(bench, data, out, predict, batch_size=3, progress=False)
+    assert summary.predicted == 6 and len(summary.skipped) == 1
+    assert summary.skipped[0]["name"] == names[3] and "HL-UTT" in summary.skipped[0]["reason"]
+    recs = read_predictions(out / "predictions.jsonl")
+    assert sorted(r["name"] for r in recs) == sorted(set(names) - {names[3]})
+    assert all(r["gold"] in MER_LABELS and isinstance(r["output"], str) for r in recs)
+    files = write_reports(score_records(bench, recs), out, model="tiny")
+    assert {f.name for f in files} == {"metrics.json", "report.md", "confusion.png"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 6 and len(metrics["last_word"]["confusion"]) == 6
+    assert "| gold \\ pred |" in (out / "report.md").read_text()
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_cli_killed_and_rerun_does_not_repeat_work(tmp_path, tiny_config, tiny_ckpt):
+    data = tmp_path / "mer"
+    names = make_benchmark(data, tiny_config, 60)
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_llama.cli",
+        "evaluate",
+        "--benchmark",
+        "mer2023",
+        "--model",
+        str(tiny_ckpt),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        "1",
+        "--max-new-tokens",
+        "24",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    pred = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not pred.exists() or pred.read_text().count("\n") < 5):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = read_predictions(pred, repair=True)
+    assert 5 <= len(first) < 60, "the kill should land halfway"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(first)} already done, {60 - len(first)} predicted now" in rerun.stdout.replace("\n", " ")
+    final = read_predictions(pred)
+    assert sorted(r["name"] for r in final) == sorted(names)  # each clip once
+    assert [r["output"] for r in final[: len(first)]] == [r["output"] for r in first]
+    for f in ("metrics.json", "report.md", "confusion.png"):
+        assert (out / f).is_file()
+    # score re-computes the same metrics from the file alone
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emotion_llama.cli",
+            "score",
+            str(pred),
+            "--benchmark",
+            "mer2023",
+            "--out",
+            str(tmp_path / "rescored"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert again.returncode == 0, again.stderr
+    a = json.loads((out / "metrics.json").read_text())
+    b = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
+    assert a["last_word"] == b["last_word"]
+
+
+def test_score_cli_errors(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"name": "a", "output": "happy", "gold": "happy"}\nnot json\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "emotion_llama.cli", "score", str(p), "--benchmark", "mer2023"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "p.jsonl:2: malformed prediction line" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_judged_benchmarks_with_the_offline_judge(tmp_path):
+    from conftest import SHARED
+
+    recs = [
+        {
+            "name": "a",
+            "output": "She smiles widely and her voice is bright, so she is happy.",
+            "reference": "The woman laughs and speaks cheerfully; she is happy.",
+        },
+        {
+            "name": "b",
+            "output": "He shouts and frowns; he is angry.",
+            "reference": "The man raises his voice and frowns: anger.",
+        },
+    ]
+    emer = tmp_path / "emer.jsonl"
+    emer.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ov = tmp_path / "ov.jsonl"
+    ov.write_text(
+        "".join(
+            json.dumps({**r, "reference": ["happy"] if r["name"] == "a" else ["angry"]}) + "\n" for r in recs
+        )
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "emotion_llama.cli", "score"]
+    r = subprocess.run(
+        [*cli, str(emer), "--benchmark", "emer", "--judge", "offline"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["judge"].startswith("hf:") and set(m["clue_replies"]) == {"a", "b"}
+    assert m["clue_overlap"] is None or 1 <= m["clue_overlap"] <= 10
+    assert "judge: `hf:" in (tmp_path / "report.md").read_text()
+    r = subprocess.run(
+        [*cli, str(emer), "--benchmark", "emer", "--judge", "offline"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "judge cache: 4 hits, 0 new answers" in r.stdout  # a rerun costs nothing
+    out = tmp_path / "ov"
+    r = subprocess.run(
+        [
+            *cli,
+            str(ov),
+            "--benchmark",
+            "ov",
+            "--judge",
+            "offline",
+            "--wheels",
+            str(SHARED / "data" / "emotion_wheel"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 <= m["fs"] <= 1 and set(m["per_wheel"]) == {f"wheel{i}" for i in range(1, 6)}
+    assert set(m["extracted"]) == {"a", "b"}
+    r = subprocess.run(
+        [*cli, str(ov), "--benchmark", "ov", "--judge", "offline"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 2 and "--wheels DIR" in r.stderr
