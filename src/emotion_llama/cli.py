@@ -248,7 +248,7 @@ def _print_summary(m: dict) -> None:
         for key in ("last_word", "robust"):
             r = m[key]
             console.print(
-                f"{m['benchmark']} [{key}] accuracy {r['accuracy']:.4f}  weighted F1 {r['weighted_f1']:.4f}  "
+                f"{m['benchmark']} ({key}) accuracy {r['accuracy']:.4f}  weighted F1 {r['weighted_f1']:.4f}  "
                 f"UAR {r['uar']:.4f}  (n={m['n']})"
             )
         if "mean_over_folds" in m:
