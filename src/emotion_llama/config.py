@@ -167,6 +167,33 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class PerceptionConfig:
+    """From a raw video to the model's inputs (see ``emotion_llama.perception``).
+
+    Encoder sources are hub ids, local folders, or the authors' checkpoint files
+    (``mae_checkpoint-340.pth``, the VideoMAE "399" file); ``None`` builds a random encoder whose
+    output size is the matching ``features`` dimension (the ``tiny`` preset, tests)."""
+
+    local_encoder: str | None = "facebook/vit-mae-large"
+    temporal_encoder: str | None = "MCG-NJU/videomae-large"
+    audio_encoder: str | None = "TencentGameMate/chinese-hubert-large"
+    #: Aligned face crop size for the local and temporal encoders.
+    face_size: int = 224
+    #: Face frames fed to VideoMAE (sampled uniformly over the clip).
+    temporal_frames: int = 16
+    #: Face frames whose MAE embeddings are averaged (uniform; all frames when the clip is shorter).
+    local_frames: int = 16
+    #: Frames per second analysed for faces and action units (peak frame, AU timeline).
+    analysis_fps: float = 10.0
+    #: Longest side frames are scaled to before face analysis (speed; crops use full resolution).
+    analysis_max_side: int = 640
+    #: Whisper model: a size name (tiny.en, base, small...), a local CTranslate2 folder, or "offline".
+    asr_model: str = "offline"
+    language: str | None = "en"
+    sample_rate: int = 16000
+
+
+@dataclass(frozen=True)
 class EmotionLlamaConfig:
     name: str = "paper"
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -175,6 +202,7 @@ class EmotionLlamaConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     #: Seed used to initialise random weights (parts without a weight source).
     seed: int = 0
 
@@ -342,6 +370,14 @@ def tiny_config() -> EmotionLlamaConfig:
         ),
         lora=LoRAConfig(r=4, alpha=8, dropout=0.0),
         generation=GenerationConfig(max_new_tokens=16),
+        perception=PerceptionConfig(
+            local_encoder=None,
+            temporal_encoder=None,
+            audio_encoder=None,
+            face_size=32,
+            temporal_frames=4,
+            local_frames=4,
+        ),
     )
 
 

