@@ -99,7 +99,8 @@ def find_labels_file(folder: Path) -> Path:
 
 
 def find_frame_source(folder: Path, name: str) -> Path | None:
-    for sub, exts in (("first_frames", (".jpg", ".png", ".jpeg")), ("video", (".mp4", ".avi", ".mkv"))):
+    images = (".jpg", ".png", ".jpeg")
+    for sub, exts in (("first_frames", images), ("frames", images), ("video", (".mp4", ".avi", ".mkv"))):
         for ext in exts:
             p = folder / sub / f"{name}{ext}"
             if p.is_file():

@@ -248,7 +248,7 @@ def model_predict_fn(
     features of their folder, and their subtitle (greedy decoding, as the published scores)."""
     import torch
 
-    from emotion_llama.encoders.store import AuthorsLayoutStore
+    from emotion_llama.encoders.store import open_store
     from emotion_llama.media.frames import MediaError, read_frame
     from emotion_llama.model.checkpoint import load_pretrained
     from emotion_llama.model.generation import ClipInput, Generator
@@ -275,7 +275,7 @@ def model_predict_fn(
             if src is None:
                 raise MediaError(f"{folder}: no first_frames/{c.name}.jpg|png nor video/{c.name}.mp4|avi")
             frame = read_frame(src, cfg.vision.frame if cfg.vision.frame in ("first", "middle") else "first")
-            feats = AuthorsLayoutStore(folder, dims).read(c.name)
+            feats = open_store(folder, dims).read(c.name)
             inputs.append(ClipInput(c.subtitle, frame, feats))
         return gen(inputs)
 
