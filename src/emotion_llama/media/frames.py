@@ -1,5 +1,6 @@
-"""One RGB frame from an image or a video file (PyAV), decoded lazily: the first frame costs one
-packet, the middle frame one seek; no clip is ever decoded whole into memory."""
+"""One RGB frame from an image or a video file, decoded lazily (see ``media.video``): the first
+frame costs one packet, the middle frame one seek; no clip is ever decoded whole into memory.
+Video frames come out as displayed (rotation metadata applied)."""
 
 from __future__ import annotations
 
@@ -33,19 +34,15 @@ def read_frame(path: str | Path, which: str = "first") -> np.ndarray:
             raise MediaError(f"{path}: not a readable image ({exc})") from None
     if which not in ("first", "middle"):
         raise MediaError(f"frame choice {which!r} is not available here; use 'first' or 'middle'")
-    import av
+    from emotion_llama.media.video import iter_frames, probe_video, read_frames_at, sample_times
 
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: has no video stream")
-            stream = container.streams.video[0]
-            if which == "middle" and stream.duration and stream.time_base:
-                container.seek(stream.duration // 2, stream=stream)
-            for frame in container.decode(stream):
-                return frame.to_ndarray(format="rgb24")
-    except MediaError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: not a readable video ({exc})") from None
-    raise MediaError(f"{path}: no decodable video frame")
+    if which == "first":
+        # Only the first frame is decoded; closing the generator closes the container at once.
+        frames = iter_frames(path)
+        try:
+            return next(frames).rgb
+        finally:
+            frames.close()
+    # The frame at the middle presentation time: one seek plus the frames from its keyframe.
+    info = probe_video(path)
+    return read_frames_at(path, sample_times(info, "middle"))[0].rgb
