@@ -1,0 +1,1 @@
+"""From raw video to model inputs: faces, action units, peak frame, aligned crops, transcript."""
