@@ -250,3 +250,48 @@ def classification_report(
         "labels": list(labs),
         "n": len(t),
     }
+
+
+# -- speech recognition ------------------------------------------------------------------------
+__all__.append("word_error_rate")
+
+# Hyphens, dashes and slashes join words ("cold-hearted", "and/or"): they become spaces so that
+# "cold-hearted" and "cold hearted" score alike. Every other punctuation mark is dropped in place
+# ("Mr." -> "mr"), except apostrophes, which change the word ("its" vs "it's"); typographic
+# apostrophes are folded to ASCII so that the two spellings of "don't" match.
+_WER_SEPARATORS = frozenset("-/\u2010\u2011\u2012\u2013\u2014\u2015")
+_WER_APOSTROPHES = frozenset("'\u2018\u2019")
+
+
+def _wer_words(text: str) -> list[str]:
+    chars: list[str] = []
+    for ch in text.lower():
+        if ch in _WER_APOSTROPHES:
+            chars.append("'")
+        elif ch in _WER_SEPARATORS or ch.isspace():
+            chars.append(" ")
+        elif ch.isalnum():
+            chars.append(ch)
+        # anything else is punctuation or a symbol: dropped
+    # Quotes written with apostrophes ('hello') are not part of the word.
+    return [w for w in (w.strip("'") for w in "".join(chars).split()) if w]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """(substitutions + deletions + insertions) / reference words, by Levenshtein over words.
+
+    Both texts are lower-cased and stripped of punctuation except apostrophes first (hyphens and
+    dashes split words). The result can exceed 1.0 when the hypothesis has many extra words.
+    """
+    ref = _wer_words(reference)
+    if not ref:
+        raise MetricsError("reference has no words; word error rate is undefined")
+    hyp = _wer_words(hypothesis)
+    # One row of the edit-distance table at a time: O(len(hyp)) memory.
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)

@@ -1,0 +1,274 @@
+"""What was said in a clip: Whisper (faster-whisper / CTranslate2) speech recognition, or a subtitle.
+
+A user's subtitle CSV (``name,sentence``) is taken over recognition when it has a line for the
+clip: see :func:`subtitle_transcript`. Otherwise :class:`WhisperTranscriber` runs Whisper on 16 kHz
+mono audio with word timestamps. The model is one of
+
+* ``"offline"``: Whisper tiny.en from the sha256-verified offline package (no network needed),
+* a size name (``tiny.en``, ``base``, ``small`` ...) or hub repo id, which faster-whisper
+  downloads once into the Hugging Face cache,
+* a local CTranslate2 model folder (holding ``model.bin``).
+
+faster-whisper is imported only when a transcriber is built, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from emotion_llama.errors import EmotionLlamaError
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+
+    from emotion_llama.config import PerceptionConfig
+
+__all__ = [
+    "SAMPLE_RATE",
+    "Transcriber",
+    "Transcript",
+    "TranscriptError",
+    "WhisperTranscriber",
+    "Word",
+    "subtitle_transcript",
+]
+
+#: The only rate Whisper's feature extractor is built for.
+SAMPLE_RATE = 16000
+
+# Peak amplitude below which audio counts as digital silence (about -80 dBFS). Whisper invents text
+# ("you", "Thank you.") for silent input when VAD is off, so such audio never reaches the model.
+_SILENCE_PEAK = 1e-4
+
+
+class TranscriptError(EmotionLlamaError, ValueError):
+    """Audio cannot be transcribed as given, or the speech model cannot be loaded."""
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    #: Seconds from the start of the audio.
+    start: float
+    end: float
+    #: The model's probability for the word's tokens (1.0 for subtitles, which carry no timing).
+    probability: float
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    #: ISO 639-1 code; ``None`` when unknown (a subtitle file does not say).
+    language: str | None
+    words: list[Word]
+    #: ``"whisper:<model>"`` or ``"subtitle:<file>"``.
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "language": self.language,
+            "words": [asdict(w) for w in self.words],
+            "source": self.source,
+        }
+
+
+class Transcriber(Protocol):
+    def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript: ...
+
+
+def subtitle_transcript(name: str, subtitles: dict[str, str], source: str) -> Transcript | None:
+    """The subtitle line for clip ``name`` as a transcript, or ``None`` when there is none (or it is
+    blank), in which case the caller falls back to speech recognition.
+
+    ``subtitles`` is what :func:`emotion_llama.data.benchmarks.read_subtitles` returns; ``source``
+    names the file it came from. ``name`` may be given with a folder or extension (``clip.mp4``):
+    subtitle files key clips by bare name.
+    """
+    text = subtitles.get(name)
+    if text is None:
+        text = subtitles.get(Path(name).stem)
+    if text is None or not text.strip():
+        return None
+    return Transcript(text=text.strip(), language=None, words=[], source=f"subtitle:{source}")
+
+
+class WhisperTranscriber:
+    """Whisper speech recognition with word timestamps; the model is loaded once, on construction.
+
+    ``language=None`` lets a multilingual model detect the language; English-only models (``*.en``
+    and ``"offline"``) accept only ``"en"`` or ``None``. ``cpu_threads=0`` leaves the thread count
+    to CTranslate2. ``vad`` skips non-speech with Silero VAD, which also keeps Whisper from
+    inventing text in long pauses.
+    """
+
+    def __init__(
+        self,
+        model: str = "offline",
+        *,
+        language: str | None = "en",
+        device: str = "cpu",
+        compute_type: str = "int8",
+        vad: bool = True,
+        beam_size: int = 1,
+        cpu_threads: int = 0,
+    ) -> None:
+        if beam_size < 1:
+            raise TranscriptError(f"whisper model {model!r}: beam_size must be at least 1, got {beam_size}")
+        self.model_name = model
+        self.language = language
+        self.vad = vad
+        self.beam_size = beam_size
+        self.source = f"whisper:{model}"
+        self._model = _load_model(_resolve_model(model), device, compute_type, cpu_threads)
+        if not self._model.model.is_multilingual and language not in (None, "en"):
+            # faster-whisper would only log a warning and transcribe as English anyway.
+            raise TranscriptError(
+                f"whisper model {model!r} is English-only; it cannot transcribe language {language!r}"
+            )
+
+    @classmethod
+    def from_config(cls, config: PerceptionConfig, **kwargs: Any) -> WhisperTranscriber:
+        """The transcriber a :class:`~emotion_llama.config.PerceptionConfig` asks for."""
+        return cls(config.asr_model, language=config.language, **kwargs)
+
+    def transcribe(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """Text, language and word timings of mono ``audio`` (resampled to 16 kHz when needed).
+
+        Empty or silent audio gives an empty transcript, not an error.
+        """
+        wave = _prepare_audio(audio, sample_rate, self.source)
+        if wave.size == 0 or float(np.abs(wave).max()) < _SILENCE_PEAK:
+            return Transcript(text="", language=self.language, words=[], source=self.source)
+        duration = wave.size / SAMPLE_RATE
+        try:
+            segments, info = self._model.transcribe(
+                wave,
+                language=self.language,
+                beam_size=self.beam_size,
+                word_timestamps=True,
+                vad_filter=self.vad,
+            )
+            # ``segments`` is a lazy generator: decoding happens here, so errors surface here too.
+            segments = list(segments)
+        except (RuntimeError, ValueError) as exc:
+            raise TranscriptError(f"{self.source}: transcription failed ({_first_line(exc)})") from None
+        words: list[Word] = []
+        for seg in segments:
+            for w in seg.words or ():
+                text = w.word.strip()
+                if not text:
+                    continue
+                # Alignment can place the last word a few ms past the end of the audio; clamp so
+                # that timings always index into the clip.
+                start = min(max(float(w.start), 0.0), duration)
+                end = min(max(float(w.end), start), duration)
+                words.append(Word(text=text, start=start, end=end, probability=float(w.probability)))
+        text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
+        return Transcript(text=text, language=info.language or self.language, words=words, source=self.source)
+
+
+# -- model loading ------------------------------------------------------------------------------
+def _resolve_model(model: str) -> str:
+    """A local CTranslate2 folder, or a size name / hub repo id for faster-whisper to download."""
+    if model == "offline":
+        from emotion_llama.sources import offline_file
+
+        # offline_file verifies model.bin; its folder also holds config, tokenizer and vocabulary.
+        return str(offline_file("whisper_tiny_en").parent)
+    local = Path(model).expanduser()
+    if local.is_file() and local.name == "model.bin":
+        local = local.parent
+    if local.is_dir():
+        if not (local / "model.bin").is_file():
+            raise TranscriptError(f"{local}: not a CTranslate2 Whisper model folder (no model.bin)")
+        return str(local)
+    from faster_whisper.utils import available_models
+
+    looks_like_repo = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if model in available_models() or looks_like_repo:
+        return model
+    raise TranscriptError(
+        f"whisper model {model!r}: no such folder, and not one of 'offline', "
+        f"{', '.join(available_models())} or a hub repo id"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(path_or_name: str, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
+    # Cached: a pipeline building several transcribers (or a test suite) pays the load once.
+    # CTranslate2 models are safe to share between threads.
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise TranscriptError(
+            "speech recognition needs faster-whisper; run `pip install faster-whisper`"
+        ) from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        return WhisperModel(
+            path_or_name,
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=offline,
+        )
+    except Exception as exc:  # the hub client and CTranslate2 raise many types; all mean "cannot load"
+        hint = " (HF_HUB_OFFLINE is set and it is not in the cache)" if offline else ""
+        where = f"whisper model {path_or_name!r}"
+        raise TranscriptError(
+            f"{where}: cannot load on {device}/{compute_type}{hint}: {_first_line(exc)}"
+        ) from None
+
+
+# -- audio checks -------------------------------------------------------------------------------
+def _prepare_audio(audio: np.ndarray, sample_rate: int, source: str) -> np.ndarray:
+    """Contiguous float32 mono at 16 kHz in [-1, 1]; integer PCM is scaled, other rates resampled."""
+    if not isinstance(audio, np.ndarray):
+        raise TranscriptError(f"{source}: audio must be a numpy array, got {type(audio).__name__}")
+    if audio.ndim != 1:
+        # Channel layout is ambiguous ((n, c) or (c, n)); the audio loader returns mono.
+        raise TranscriptError(f"{source}: audio must be mono (one dimension), got shape {audio.shape}")
+    if sample_rate <= 0:
+        raise TranscriptError(f"{source}: sample_rate must be positive, got {sample_rate}")
+    if np.issubdtype(audio.dtype, np.integer):
+        info = np.iinfo(audio.dtype)
+        if info.min == 0:  # unsigned PCM (8-bit WAV) is centred on the middle of its range
+            wave = (audio.astype(np.float64) - (info.max + 1) / 2) / ((info.max + 1) / 2)
+        else:
+            wave = audio.astype(np.float64) / -float(info.min)
+        wave = wave.astype(np.float32)
+    elif np.issubdtype(audio.dtype, np.floating):
+        wave = audio.astype(np.float32, copy=False)
+    else:
+        raise TranscriptError(f"{source}: audio must be float or integer PCM, got dtype {audio.dtype}")
+    if wave.size and not np.isfinite(wave).all():
+        raise TranscriptError(f"{source}: audio contains NaN or infinite samples")
+    if sample_rate != SAMPLE_RATE and wave.size:
+        wave = _resample(wave, sample_rate)
+    return np.ascontiguousarray(wave)
+
+
+def _resample(wave: np.ndarray, rate: int) -> np.ndarray:
+    """To 16 kHz with FFmpeg's swresample (band-limited; naive decimation would alias)."""
+    import av
+
+    frame = av.AudioFrame.from_ndarray(wave[None, :], format="flt", layout="mono")
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    # resample(None) flushes the samples the filter still holds.
+    frames = [*resampler.resample(frame), *resampler.resample(None)]
+    if not frames:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
