@@ -206,6 +206,120 @@ def smoke(
     )
 
 
+FrameOpt = Annotated[
+    str,
+    typer.Option(
+        "--frame", help="Frame for the global encoder: first (the official checkpoints), middle, peak."
+    ),
+]
+
+
+@app.command()
+def probe(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full record here.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="AU timeline PNG (default: next to --json, or ./NAME.au.png)."),
+    ] = None,
+    preset: PresetOpt = "paper",
+    frame: FrameOpt = "first",
+    subtitle: Annotated[str | None, typer.Option(help="Use this text instead of speech recognition.")] = None,
+) -> None:
+    """What perception finds in one video: duration, faces and the main person, the AU peak frame
+    and its action units, the transcript; and a PNG of the AU timeline with the peak marked."""
+    try:
+        from emotion_llama.config import load_config
+        from emotion_llama.perception.action_units import plot_au_timeline
+        from emotion_llama.perception.pipeline import Perceiver
+
+        config = load_config(preset)
+        with Perceiver(config.perception, frame=frame) as perceiver:
+            result = perceiver(video, subtitle=subtitle)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    record = result.record()
+    png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
+    plot_au_timeline(result.timeline, png, peak=result.peak, title=video.name)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    v, faces, peak = record["video"], record["faces"], record["peak"]
+    console.print(
+        f"[bold]{escape(video.name)}[/]: {v['duration_s']:.2f} s, {v['width']}x{v['height']}, "
+        f"{v['fps']:.2f} fps, audio: {'yes' if v['has_audio'] else 'no'}"
+    )
+    console.print(f"faces: found in {faces['frames_with_face']}/{faces['frames_analysed']} analysed frames")
+    if peak["index"] is not None:
+        aus = ", ".join(f"{a} {peak['aus'][a]:.2f}" for a in peak["active_aus"]) or "none active"
+        console.print(f"AU peak at {peak['time_s']:.2f} s: {aus}")
+        if peak["phrases"]:
+            console.print(f"expression: {', '.join(peak['phrases'])}")
+    t = record["transcript"]
+    console.print(f"transcript: {escape(t['text']) if t and t['text'] else '(none)'}")
+    for m in record["missing"]:
+        console.print(f"[yellow]missing[/] {escape(m)}")
+    console.print(f"wrote {png}" + (f", {json_out}" if json_out else ""))
+
+
+@app.command()
+def extract(
+    video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The feature folder.")],
+    layout: Annotated[
+        str, typer.Option(help="authors (HL-UTT/, mae_340_UTT/, maeV_399_UTT/) or native.")
+    ] = "native",
+    preset: PresetOpt = "paper",
+    frame: FrameOpt = "first",
+    workers: Annotated[int, typer.Option(help="Decoding/perception processes.")] = 2,
+    device: Annotated[str, typer.Option(help="Device for the encoders: cpu, cuda...")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Clips per encoder batch.")] = 8,
+    subtitles: Annotated[
+        Path | None, typer.Option(help="CSV name,sentence[_en]: these texts replace speech recognition.")
+    ] = None,
+) -> None:
+    """Features for every video of a folder: progress bar, parallel decoding, batched encoders,
+    resumable (a rerun skips finished clips), a summary of failures. Exit code 0 only when every
+    clip succeeded."""
+    try:
+        from emotion_llama.config import load_config
+        from emotion_llama.perception.extract import extract_folder
+
+        config = load_config(preset)
+        subs = None
+        if subtitles is not None:
+            from emotion_llama.data.benchmarks import read_subtitles
+
+            subs = read_subtitles(subtitles)
+        summary = extract_folder(
+            video_dir,
+            out,
+            config,
+            layout=layout,
+            frame=frame,
+            workers=workers,
+            device=device,
+            batch_size=batch_size,
+            subtitles=subs,
+        )
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "
+        f"{len(summary.failed)} failed"
+    )
+    if summary.failed:
+        table = Table(title="failed clips")
+        table.add_column("video")
+        table.add_column("reason")
+        for path, reason in summary.failed:
+            table.add_row(escape(Path(path).name), escape(reason))
+        err_console.print(table)
+        raise typer.Exit(code=1)
+
+
 BenchmarkOpt = Annotated[
     str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
 ]

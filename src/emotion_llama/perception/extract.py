@@ -1,0 +1,182 @@
+"""``extract``: a folder of videos -> a feature store, in parallel, resumable.
+
+Worker processes decode and perceive clips (faces, AUs, audio, transcript); the main process runs
+the frozen encoders in batches and writes each finished clip atomically. A clip already in the
+store's manifest (with intact files) is skipped, so a rerun after a crash redoes nothing; a
+broken clip is reported with its reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
+from emotion_llama.errors import EmotionLlamaError
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
+
+
+@dataclass
+class ExtractSummary:
+    total: int = 0
+    already_done: int = 0
+    written: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EmotionLlamaError(f"{folder}: no such folder")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+
+
+# -- worker side -------------------------------------------------------------------------------------
+_PERCEIVER: Any = None
+
+
+def _init_worker(config: PerceptionConfig, frame: str, transcribe: bool) -> None:
+    global _PERCEIVER
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from emotion_llama.perception.pipeline import Perceiver
+
+    _PERCEIVER = Perceiver(config, frame=frame, transcribe=transcribe)
+    # MediaPipe closes its model through a thread pool that Python shuts down before ``atexit``
+    # handlers run; close it at the same stage instead, or every worker prints a traceback at exit.
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_PERCEIVER.close)
+
+
+def _perceive_one(path: str, subtitle: str | None) -> Any:
+    try:
+        return _PERCEIVER(path, subtitle=subtitle)
+    except EmotionLlamaError as exc:
+        return exc  # reported by the main process with the clip's name
+    except Exception as exc:  # a decoder or model crash on one clip must not stop the batch
+        return EmotionLlamaError(f"{path}: {type(exc).__name__}: {exc}")
+
+
+# -- main side ----------------------------------------------------------------------------------------
+def extract_folder(
+    videos: str | Path,
+    out: str | Path,
+    config: EmotionLlamaConfig,
+    *,
+    layout: str = "native",
+    frame: str = "first",
+    workers: int = 2,
+    device: str = "cpu",
+    batch_size: int = 8,
+    subtitles: dict[str, str] | None = None,
+    progress: bool = True,
+    on_written: Callable[[str], None] | None = None,
+) -> ExtractSummary:
+    import torch
+
+    from emotion_llama.encoders.models import build_encoders
+    from emotion_llama.encoders.store import open_store
+    from emotion_llama.perception.pipeline import encode
+
+    f = config.features
+    store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}, layout)
+    p = config.perception
+    store.set_info(
+        layout=store.layout,
+        frame=frame,
+        dims={"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim},
+        encoders={"local": p.local_encoder, "temporal": p.temporal_encoder, "audio": p.audio_encoder},
+        asr=p.asr_model,
+        face_size=p.face_size,
+        analysis_fps=p.analysis_fps,
+    )
+    store.clean_partial()
+    all_videos = list_videos(videos)
+    summary = ExtractSummary(total=len(all_videos))
+    todo = [v for v in all_videos if not store.is_done(v.stem)]
+    summary.already_done = len(all_videos) - len(todo)
+    if not todo:
+        return summary
+    encoders = build_encoders(config, device=device, dtype=torch.float32)
+    pending: list[Any] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        feats = encode(pending, encoders, device=device)
+        for result, feat in zip(pending, feats, strict=True):
+            if feat is None:
+                summary.failed.append((result.source, "; ".join(result.missing) or "no features"))
+                continue
+            store.write(
+                result.name, feat, frame=result.global_frame, clues=result.record(), source=result.source
+            )
+            summary.written += 1
+            if on_written:
+                on_written(result.name)
+        pending.clear()
+
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task("extract", total=len(todo))
+        for path, result in _perceive_all(todo, p, frame, workers, subtitles or {}):
+            bar.advance(task)
+            if isinstance(result, BaseException):
+                reason = str(result).removeprefix(f"{path}: ")
+                summary.failed.append((str(path), reason))
+                continue
+            pending.append(result)
+            if len(pending) >= batch_size:
+                flush()
+        flush()
+    return summary
+
+
+def _perceive_all(
+    todo: list[Path], config: PerceptionConfig, frame: str, workers: int, subtitles: dict[str, str]
+) -> Iterator[tuple[Path, Any]]:
+    """Results in completion order, with at most 2 clips per worker in flight (bounded memory)."""
+    transcribe = True
+    if workers <= 1:
+        _init_worker(config, frame, transcribe)
+        for v in todo:
+            yield v, _perceive_one(str(v), subtitles.get(v.stem))
+        return
+    ctx = mp.get_context("spawn")  # fork after torch/mediapipe threads start is unsafe
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, frame, transcribe)
+    ) as pool:
+        queue = list(todo)
+        running: dict[Future[Any], Path] = {}
+        while queue or running:
+            while queue and len(running) < 2 * workers:
+                v = queue.pop(0)
+                running[pool.submit(_perceive_one, str(v), subtitles.get(v.stem))] = v
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                v = running.pop(fut)
+                try:
+                    yield v, fut.result()
+                except Exception as exc:  # a worker died (e.g. a native crash): report the clip
+                    yield v, EmotionLlamaError(f"{v}: worker failed ({type(exc).__name__}: {exc})")
+
+
+def _progress(show: bool):  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not show,
+    )

@@ -1,0 +1,350 @@
+"""From a raw video to everything the model needs, in one pass over the frames.
+
+``perceive(video)`` (CPU work, runs in worker processes during ``extract``):
+
+1. probe the file; decode frames at ``analysis_fps`` (streaming, bounded memory);
+2. detect faces and blendshapes on a downscaled copy of each analysed frame; AU intensities;
+3. keep, at full resolution, only the frames that will be needed: the ``local_frames`` /
+   ``temporal_frames`` sample times (uniform over the clip), the global encoder's frame (first,
+   middle, or the running AU peak), nothing else;
+4. choose the main person (size, centrality, persistence), align their face in the kept frames;
+5. load the audio (16 kHz mono) and transcribe it, unless a subtitle is given.
+
+``encode(results, encoders)`` then runs the frozen encoders in batches (GPU when there is one).
+A clip without a face or without audio still gets its perception record (what was found and
+what is missing); it only cannot get features, and says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emotion_llama.config import PerceptionConfig
+from emotion_llama.errors import EmotionLlamaError
+
+
+class PerceptionError(EmotionLlamaError):
+    """A clip cannot yield features (no face, no audio...); the message says which and why."""
+
+
+@dataclass
+class Perception:
+    """What perception found in one clip. Arrays are uint8 RGB unless said otherwise."""
+
+    name: str
+    source: str
+    info: dict[str, Any]
+    timeline: Any  # AUTimeline
+    peak: int | None
+    peak_time: float | None
+    face_choice: dict[str, Any]
+    transcript: Any  # Transcript | None
+    global_frame: np.ndarray | None
+    global_frame_time: float | None
+    local_crops: np.ndarray | None  # (F, S, S, 3)
+    temporal_crops: np.ndarray | None  # (T, S, S, 3)
+    audio: np.ndarray | None  # (N,) float32, 16 kHz
+    missing: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-friendly perception record (clues), without the pixel and audio arrays."""
+        from emotion_llama.perception.action_units import AU_NAMES, active_aus, expression_phrases
+
+        peak_aus: dict[str, float] = {}
+        if self.peak is not None:
+            row = self.timeline.intensity[self.peak]
+            peak_aus = {n: round(float(v), 3) for n, v in zip(self.timeline.names, row, strict=True)}
+        active = active_aus(peak_aus) if peak_aus else []
+        return {
+            "name": self.name,
+            "source": self.source,
+            "video": self.info,
+            "faces": self.face_choice,
+            "au_timeline": self.timeline.to_dict(),
+            "peak": {
+                "index": self.peak,
+                "time_s": self.peak_time,
+                "aus": peak_aus,
+                "active_aus": active,
+                "phrases": expression_phrases(peak_aus) if peak_aus else [],
+                "au_names": {a: AU_NAMES[a] for a in active},
+            },
+            "global_frame_time_s": self.global_frame_time,
+            "transcript": None if self.transcript is None else self.transcript.to_dict(),
+            "missing": self.missing,
+        }
+
+
+class Perceiver:
+    """Loads the face analyzer and the transcriber once; ``__call__`` perceives one clip."""
+
+    def __init__(self, config: PerceptionConfig, *, frame: str = "first", transcribe: bool = True) -> None:
+        from emotion_llama.perception.faces import MediaPipeFaceAnalyzer
+
+        self.config = config
+        self.frame = frame
+        self.faces = MediaPipeFaceAnalyzer(square_tiles=config.face_tiles)
+        self.transcriber = None
+        if transcribe:
+            from emotion_llama.perception.transcript import WhisperTranscriber
+
+            self.transcriber = WhisperTranscriber(
+                config.asr_model, language=config.language, beam_size=config.asr_beam_size
+            )
+
+    def close(self) -> None:
+        """Release the face model now (MediaPipe's own finaliser fails at interpreter exit)."""
+        self.faces.close()
+
+    def __enter__(self) -> Perceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __call__(
+        self, video: str | Path, *, name: str | None = None, subtitle: str | None = None
+    ) -> Perception:
+        return perceive(
+            video,
+            self.config,
+            faces=self.faces,
+            transcriber=self.transcriber,
+            frame=self.frame,
+            name=name,
+            subtitle=subtitle,
+        )
+
+
+def _targets(duration: float, n: int) -> list[float]:
+    """n times at the centres of n equal segments of the clip."""
+    if n <= 0:
+        return []
+    return [duration * (k + 0.5) / n for k in range(n)]
+
+
+def perceive(
+    video: str | Path,
+    config: PerceptionConfig,
+    *,
+    faces: Any,
+    transcriber: Any | None,
+    frame: str = "first",
+    name: str | None = None,
+    subtitle: str | None = None,
+) -> Perception:
+    """Perceive one clip (see the module docstring). Raises :class:`MediaError` for a file that
+    cannot be decoded at all; anything merely missing is listed in ``Perception.missing``."""
+    import cv2
+
+    from emotion_llama.media.audio import NoAudioError, load_audio
+    from emotion_llama.media.video import iter_frames, probe_video, read_frames_at
+    from emotion_llama.perception.action_units import aus_from_blendshapes, peak_index
+    from emotion_llama.perception.faces import align_face, select_main_face
+
+    path = Path(video)
+    name = name or path.stem
+    info = probe_video(path)
+    if frame not in ("first", "middle", "peak"):
+        raise PerceptionError(f"frame choice {frame!r}: use first, middle or peak")
+    n_keep = max(config.local_frames, config.temporal_frames)
+    wanted = _targets(info.duration_s, n_keep)
+    global_target = {"first": 0.0, "middle": info.duration_s / 2}.get(frame)
+
+    times: list[float] = []
+    per_frame: list[list[Any]] = []
+    au_rows: list[dict[str, float] | None] = []
+    kept: dict[int, np.ndarray] = {}  # analysed-frame position -> full-resolution frame
+    scales: dict[int, float] = {}
+    next_wanted = 0
+    global_pos: int | None = None
+    best_sum, best_pos, best_frame = -1.0, None, None
+    for f in iter_frames(path, fps=config.analysis_fps):
+        pos = len(times)
+        times.append(f.time_s)
+        h, w = f.rgb.shape[:2]
+        scale = min(1.0, config.analysis_max_side / max(h, w))
+        small = (
+            f.rgb
+            if scale == 1.0
+            else cv2.resize(f.rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        )
+        found = [_rescale_face(face, 1.0 / scale) for face in faces.detect(small)]
+        per_frame.append(found)
+        while next_wanted < len(wanted) and f.time_s + 1e-6 >= wanted[next_wanted]:
+            kept[pos] = f.rgb
+            scales[pos] = scale
+            next_wanted += 1
+        if global_target is not None and global_pos is None and f.time_s + 1e-6 >= global_target:
+            global_pos = pos
+            kept[pos] = f.rgb
+        if found:
+            # The largest face stands in for the main one until the tracks are known; the peak is
+            # recomputed on the main face's timeline below.
+            au = aus_from_blendshapes(max(found, key=_area).blendshapes)
+            au_rows.append(au)
+            if frame == "peak" and sum(au.values()) > best_sum:
+                best_sum, best_pos, best_frame = sum(au.values()), pos, f.rgb
+        else:
+            au_rows.append(None)
+    if not times:
+        raise PerceptionError(f"{path}: no decodable video frame")
+    # frames wanted beyond the last analysed one (very short clips): reuse the last kept frames
+    main, choice = select_main_face(per_frame, (info.width, info.height))
+    timeline = _timeline(times, main)
+    peak = peak_index(timeline, "sum")
+    peak_time = times[peak] if peak is not None else None
+    missing: list[str] = []
+    if peak is None:
+        missing.append(f"face: none found in {len(times)} analysed frames")
+
+    # the global encoder's frame
+    if frame == "peak":
+        if peak is not None and best_pos == peak and best_frame is not None:
+            global_frame = best_frame
+        elif peak is not None:
+            global_frame = read_frames_at(path, [times[peak]])[0].rgb
+        else:
+            global_frame = kept.get(0) if 0 in kept else read_frames_at(path, [0.0])[0].rgb
+        global_time = peak_time if peak is not None else times[0]
+    else:
+        gp = global_pos if global_pos is not None else len(times) - 1
+        global_frame = kept.get(gp)
+        if global_frame is None:
+            global_frame = read_frames_at(path, [times[gp]])[0].rgb
+        global_time = times[gp]
+
+    # aligned crops of the main face in the kept sample frames
+    local_crops = temporal_crops = None
+    crops = [
+        align_face(kept[p], main[p], config.face_size)
+        for p in sorted(kept)
+        if p in scales and main[p] is not None
+    ]
+    if crops:
+        stack = np.stack(crops)
+        local_crops = _uniform(stack, config.local_frames)
+        temporal_crops = _uniform(stack, config.temporal_frames, exact=True)
+    elif peak is not None:
+        missing.append("face: the main face is absent from every sampled frame")
+
+    audio = None
+    transcript = None
+    try:
+        audio = load_audio(path, config.sample_rate)
+        if audio.size == 0:
+            audio = None
+            missing.append("audio: the audio stream is empty")
+    except NoAudioError:
+        missing.append("audio: the file has no audio stream")
+    if subtitle is not None:
+        from emotion_llama.perception.transcript import Transcript
+
+        transcript = Transcript(text=subtitle, language=config.language, words=[], source="subtitle")
+    elif transcriber is not None and audio is not None:
+        transcript = transcriber.transcribe(audio, config.sample_rate)
+    info_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(info).items()}
+    return Perception(
+        name=name,
+        source=str(path),
+        info=info_dict,
+        timeline=timeline,
+        peak=peak,
+        peak_time=peak_time,
+        face_choice={
+            **choice,
+            "frames_analysed": len(times),
+            "frames_with_face": int(timeline.face_found.sum()),
+        },
+        transcript=transcript,
+        global_frame=global_frame,
+        global_frame_time=global_time,
+        local_crops=local_crops,
+        temporal_crops=temporal_crops,
+        audio=audio,
+        missing=missing,
+    )
+
+
+def _area(face: Any) -> float:
+    x0, y0, x1, y1 = face.bbox
+    return (x1 - x0) * (y1 - y0)
+
+
+def _rescale_face(face: Any, factor: float) -> Any:
+    """The face found on a downscaled frame, in full-resolution pixel coordinates."""
+    if factor == 1.0:
+        return face
+    from dataclasses import replace
+
+    lm = face.landmarks.copy()
+    lm[:, :2] *= factor
+    return replace(face, bbox=tuple(float(v) * factor for v in face.bbox), landmarks=lm)
+
+
+def _timeline(times: list[float], main: list[Any]) -> Any:
+    from emotion_llama.perception.action_units import AU_NAMES, AUTimeline, aus_from_blendshapes
+
+    names = list(AU_NAMES)
+    inten = np.full((len(times), len(names)), np.nan, dtype=np.float32)
+    found = np.zeros(len(times), dtype=bool)
+    for i, face in enumerate(main):
+        if face is None:
+            continue
+        au = aus_from_blendshapes(face.blendshapes)
+        inten[i] = [au.get(n, 0.0) for n in names]
+        found[i] = True
+    return AUTimeline(
+        times=np.asarray(times, dtype=np.float64),
+        names=names,
+        intensity=inten,
+        presence=None,
+        face_found=found,
+        source="mediapipe-blendshapes",
+    )
+
+
+def _uniform(stack: np.ndarray, n: int, exact: bool = False) -> np.ndarray:
+    """n items spread evenly over the stack; with ``exact`` repeat to reach n when it is shorter."""
+    if len(stack) >= n or exact:
+        idx = np.linspace(0, len(stack) - 1, n).round().astype(int)
+        return stack[idx]
+    return stack
+
+
+# -- encoders --------------------------------------------------------------------------------------
+def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> list[Any]:
+    """Batched features for the clips that have a face and audio: one :class:`ClipFeatures` per
+    result, ``None`` where something is missing (the result's ``missing`` says what)."""
+    import torch
+
+    from emotion_llama.encoders.models import preprocess_frames
+    from emotion_llama.encoders.store import ClipFeatures
+
+    ok = [
+        r
+        for r in results
+        if r.local_crops is not None and r.temporal_crops is not None and r.audio is not None
+    ]
+    out: dict[str, ClipFeatures] = {}
+    if ok:
+        dtype = next(encoders.local.parameters()).dtype
+        with torch.no_grad():
+            # clips may have different numbers of face crops: one local forward per clip
+            local = [
+                encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype)) for r in ok
+            ]
+            frames = torch.stack([preprocess_frames(r.temporal_crops) for r in ok]).to(device, dtype)
+            temporal = encoders.temporal(frames)  # (B, T, 3, S, S) -> (B, D)
+            audio = encoders.audio.encode_waveforms([r.audio for r in ok])  # (B, D)
+        for i, r in enumerate(ok):
+            out[r.name] = ClipFeatures(
+                local=local[i].float().cpu().numpy(),
+                temporal=temporal[i].float().cpu().numpy(),
+                audio=audio[i].float().cpu().numpy(),
+            )
+    return [out.get(r.name) for r in results]

