@@ -207,3 +207,38 @@ def test_extract_good_and_bad_then_resume_after_sigkill(videos, tmp_path):
     # the same run again has nothing to do and still reports the bad ones
     r = cli(*args)
     assert "5 already done, 0 written, 5 failed" in " ".join(r.stdout.split())
+
+
+def test_extracted_authors_folder_is_a_benchmark_folder(videos, tmp_path, tiny_config):
+    """video -> extract (authors' layout) -> evaluate: the features feed the model unchanged."""
+    from emotion_llama.evaluate.runner import (
+        get_benchmark,
+        model_predict_fn,
+        read_predictions,
+        run_predictions,
+    )
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+    from emotion_llama.perception.extract import extract_folder
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    for i in range(2):
+        shutil.copy(videos / f"good_{i}.mp4", src / f"sample_{i}.mp4")
+    out = tmp_path / "MER"
+    summary = extract_folder(src, out, tiny_config, layout="authors", workers=1, progress=False)
+    assert summary.written == 2 and not summary.failed
+    (out / "labels.txt").write_text("sample_0 60 angry 0.1\nsample_1 60 happy 0.5\n")
+    (out / "subtitles.csv").write_text(
+        f'name,sentence\nsample_0,"{SENTENCES[0]}"\nsample_1,"{SENTENCES[1]}"\n'
+    )
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    bench = get_benchmark("mer2023")
+    run = run_predictions(
+        bench, out, tmp_path / "eval", model_predict_fn(ckpt, bench, max_new_tokens=3), progress=False
+    )
+    assert run.predicted == 2 and not run.skipped
+    assert [r["gold"] for r in read_predictions(tmp_path / "eval" / "predictions.jsonl")] == [
+        "angry",
+        "happy",
+    ]
