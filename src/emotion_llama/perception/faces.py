@@ -13,7 +13,6 @@ merges the results.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,8 +177,11 @@ class MediaPipeFaceAnalyzer:
 
     def __del__(self) -> None:
         # Best effort only: at interpreter exit the native library may already be gone.
-        with contextlib.suppress(Exception):
+        # (no contextlib here: module globals may already be cleared at interpreter exit)
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
 
     # -- detection ---------------------------------------------------------------------------------
     def _run(self, rgb: np.ndarray, x0: int, y0: int) -> list[Face]:
