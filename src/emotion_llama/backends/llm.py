@@ -69,7 +69,9 @@ class HFChatLLM:
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI that loads once
         self.path = str(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, revision=revision)

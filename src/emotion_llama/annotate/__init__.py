@@ -1,0 +1,1 @@
+"""The MERR-style dataset builder: clues, descriptions, reasoning, filtering and exports."""
