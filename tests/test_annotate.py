@@ -263,3 +263,42 @@ def test_posed_faces_give_phrases_and_candidate_labels(picture, label, phrases):
     aus = aus_from_blendshapes(found[0].blendshapes)
     assert phrases <= set(expression_phrases(aus))
     assert label in [lab for lab, _ in candidate_labels(aus)]
+
+
+def test_annotated_folder_with_features_is_a_benchmark_folder(videos, tmp_path, tiny_config):
+    import shutil
+
+    from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder
+    from emotion_llama.evaluate.runner import (
+        get_benchmark,
+        model_predict_fn,
+        read_predictions,
+        run_predictions,
+    )
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name in ("clip_0", "clip_1"):
+        shutil.copy(videos / f"{name}.mp4", src / f"{name}.mp4")
+    out = tmp_path / "dataset"
+    s = annotate_folder(
+        src,
+        out,
+        tiny_config,
+        AnnotateOptions(
+            workers=1, progress=False, with_features=True, labels={"clip_0": "happy", "clip_1": "angry"}
+        ),
+    )
+    assert not s.failed
+    assert (out / "HL-UTT" / "clip_0.npy").is_file() and (out / "first_frames" / "clip_0.jpg").is_file()
+    assert (out / "frames" / "clip_0.jpg").is_file()  # the peak-frame thumbnail, separate
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    bench = get_benchmark("mer2023")
+    run = run_predictions(
+        bench, out, tmp_path / "eval", model_predict_fn(ckpt, bench, max_new_tokens=3), progress=False
+    )
+    assert run.predicted == 2 and not run.skipped
+    recs = read_predictions(tmp_path / "eval" / "predictions.jsonl")
+    assert {r["name"]: r["gold"] for r in recs} == {"clip_0": "happy", "clip_1": "angry"}

@@ -412,7 +412,11 @@ def annotate(
     preset: PresetOpt = "paper",
     workers: Annotated[int, typer.Option(help="Perception processes.")] = 2,
     with_features: Annotated[
-        bool, typer.Option("--with-features", help="Also extract the model's features into OUT/features.")
+        bool,
+        typer.Option(
+            "--with-features",
+            help="Also extract the model's features into OUT (authors' layout): a benchmark folder.",
+        ),
     ] = False,
     device: Annotated[str, typer.Option(help="Device for the encoders with --with-features.")] = "cpu",
 ) -> None:

@@ -30,7 +30,8 @@ SCHEMA = "emotion-llama-merr/1"
 
 @dataclass
 class AnnotateOptions:
-    frame: str = "peak"
+    #: The global encoder's frame for --with-features (the peak frame is always kept for the report).
+    frame: str = "first"
     workers: int = 2
     llm: str = "offline"
     labels: dict[str, str] | None = None
@@ -139,8 +140,9 @@ def save_clue_stage(out: Path, perception: Any, record: dict[str, Any]) -> dict[
     from emotion_llama.perception.action_units import plot_au_timeline
 
     name = perception.name
-    if perception.global_frame is not None:
-        atomic_write_bytes(out / "frames" / f"{name}.jpg", _jpeg_bytes(_thumbnail(perception.global_frame)))
+    thumb = perception.peak_frame if perception.peak_frame is not None else perception.global_frame
+    if thumb is not None:
+        atomic_write_bytes(out / "frames" / f"{name}.jpg", _jpeg_bytes(_thumbnail(thumb)))
         record["peak_frame"] = f"frames/{name}.jpg"
     if perception.peak is not None:
         png = out / "au" / f"{name}.png"
@@ -232,8 +234,10 @@ def annotate_folder(
         from emotion_llama.encoders.store import open_store
 
         f = config.features
+        # the dataset folder doubles as a benchmark folder: features in the authors' layout beside
+        # labels.txt and subtitles.csv, so `evaluate` and the training readers read it as it is
         store = open_store(
-            out / "features",
+            out,
             {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim},
             "authors",
         )

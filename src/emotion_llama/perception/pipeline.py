@@ -44,6 +44,8 @@ class Perception:
     face_choice: dict[str, Any]
     transcript: Any  # Transcript | None
     global_frame: np.ndarray | None
+    #: The AU peak frame (None without a face).
+    peak_frame: np.ndarray | None
     global_frame_time: float | None
     local_crops: np.ndarray | None  # (F, S, S, 3)
     temporal_crops: np.ndarray | None  # (T, S, S, 3)
@@ -187,7 +189,7 @@ def perceive(
             # recomputed on the main face's timeline below.
             au = aus_from_blendshapes(max(found, key=_area).blendshapes)
             au_rows.append(au)
-            if frame == "peak" and sum(au.values()) > best_sum:
+            if sum(au.values()) > best_sum:  # the running peak: its frame is kept, one at a time
                 best_sum, best_pos, best_frame = sum(au.values()), pos, f.rgb
         else:
             au_rows.append(None)
@@ -202,12 +204,15 @@ def perceive(
     if peak is None:
         missing.append(f"face: none found in {len(times)} analysed frames")
 
-    # the global encoder's frame
+    # the peak frame (thumbnails, descriptions) and the global encoder's frame
+    peak_frame = None
+    if peak is not None:
+        peak_frame = best_frame if best_pos == peak and best_frame is not None else None
+        if peak_frame is None:  # the main face's peak differs from the largest face's: one seek
+            peak_frame = read_frames_at(path, [times[peak]])[0].rgb
     if frame == "peak":
-        if peak is not None and best_pos == peak and best_frame is not None:
-            global_frame = best_frame
-        elif peak is not None:
-            global_frame = read_frames_at(path, [times[peak]])[0].rgb
+        if peak_frame is not None:
+            global_frame = peak_frame
         else:
             global_frame = kept.get(0) if 0 in kept else read_frames_at(path, [0.0])[0].rgb
         global_time = peak_time if peak is not None else times[0]
@@ -262,6 +267,7 @@ def perceive(
         },
         transcript=transcript,
         global_frame=global_frame,
+        peak_frame=peak_frame,
         global_frame_time=global_time,
         local_crops=local_crops,
         temporal_crops=temporal_crops,
