@@ -343,6 +343,7 @@ def analyze(
         ),
     ] = None,
     llm: LLMOpt = "offline",
+    vlm: VLMOpt = None,
     preset: PresetOpt = "paper",
     frame: FrameOpt = "first",
     device: Annotated[str, typer.Option(help="cpu, cuda...")] = "cpu",
@@ -356,7 +357,9 @@ def analyze(
         from emotion_llama.perception.action_units import plot_au_timeline
 
         results = []
-        with Analyzer(preset=preset, model_dir=model, llm=llm, frame=frame, device=device) as analyzer:
+        with Analyzer(
+            preset=preset, model_dir=model, llm=llm, frame=frame, device=device, vlm=vlm
+        ) as analyzer:
             for video in videos:
                 a = analyzer(video, subtitle=subtitle)
                 results.append(a)
@@ -402,6 +405,7 @@ def annotate(
     video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The dataset folder.")],
     llm: LLMOpt = "offline",
+    vlm: VLMOpt = None,
     labels: Annotated[
         Path | None,
         typer.Option(help="Known labels: an NCEV list or a CSV name,label (else AU rules, then the LLM)."),
@@ -436,6 +440,7 @@ def annotate(
             subtitles=read_subtitles(subtitles) if subtitles else None,
             with_features=with_features,
             device=device,
+            vlm=vlm,
         )
         s = annotate_folder(video_dir, out, load_config(preset), options)
     except EmotionLlamaError as exc:
@@ -501,6 +506,16 @@ def sample(
         _fail(exc)
         return
     console.print(f"wrote {out}")
+
+
+VLMOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vlm",
+        help="Vision-language endpoint for the visual objective description: openai:MODEL@BASE_URL "
+        "(vLLM, hosted APIs). Without it the description is left absent, never invented.",
+    ),
+]
 
 
 BenchmarkOpt = Annotated[

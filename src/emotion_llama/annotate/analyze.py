@@ -51,6 +51,7 @@ class Analyzer:
         frame: str = "first",
         device: str = "cpu",
         cache: Path | None = None,
+        vlm: str | None = None,
     ) -> None:
         from emotion_llama.perception.pipeline import Perceiver
 
@@ -80,6 +81,9 @@ class Analyzer:
 
             config = load_config(preset)
             self.llm = make_llm(llm, cache=cache)
+        from emotion_llama.backends.vlm import make_describer
+
+        self.describer = make_describer(vlm, cache=cache)
         self.config = config
         self.perceiver = Perceiver(config.perception, frame=frame)
 
@@ -100,6 +104,14 @@ class Analyzer:
         t1 = time.perf_counter()
         record = clue_record(perception)
         timings = {"perception": t1 - t0}
+        if self.describer is not None and perception.peak_frame is not None:
+            from emotion_llama.annotate.pipeline import add_visual_objective
+
+            add_visual_objective(
+                record, self.describer.describe([perception.peak_frame])[0], self.describer.name
+            )
+            timings["vlm"] = time.perf_counter() - t1
+            t1 = time.perf_counter()
         if self.model is None:
             reason_records([record], self.llm)
             timings["llm"] = time.perf_counter() - t1

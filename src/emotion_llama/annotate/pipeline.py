@@ -42,6 +42,8 @@ class AnnotateOptions:
     llm_batch: int = 8
     duplicate_threshold: float = 0.9
     with_features: bool = False
+    #: A vision-language endpoint for the visual objective description (openai:MODEL@URL); None: absent.
+    vlm: str | None = None
     device: str = "cpu"
     progress: bool = True
 
@@ -123,6 +125,19 @@ def clue_record(
         "peak_frame": None,
         "au_timeline_png": None,
     }
+
+
+def add_visual_objective(record: dict[str, Any], description: str | None, source: str) -> None:
+    """Put a vision-language description into the record and its coarse caption."""
+    from emotion_llama.annotate.clues import coarse_caption
+
+    if not description:
+        record["missing"].append(f"visual objective: {source} gave no description")
+        return
+    record["visual_objective"] = description
+    record["caption"] = coarse_caption(
+        description, record["visual_expression"], record["audio_tone"], record["subtitle"] or None
+    )
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -246,6 +261,9 @@ def annotate_folder(
     import time
 
     t0 = time.perf_counter()
+    from emotion_llama.backends.vlm import make_describer
+
+    describer = make_describer(options.vlm, cache=out / "llm_cache.sqlite")
     bar = _progress(options.progress)
     with bar:
         task = bar.add_task("clues", total=len(todo))
@@ -263,6 +281,8 @@ def annotate_folder(
                     au_threshold=options.au_threshold,
                     au_min_share=options.au_min_share,
                 )
+                if describer is not None and result.peak_frame is not None:
+                    add_visual_objective(record, describer.describe([result.peak_frame])[0], describer.name)
                 save_clue_stage(out, result, record)
                 if store is not None and encoders is not None:
                     from emotion_llama.perception.pipeline import encode
