@@ -75,8 +75,8 @@ def test_visual_objective_enters_the_caption():
     }
     add_visual_objective(rec, "sitting at a desk", "vlm")
     assert rec["caption"] == (
-        "This person in the video is sitting at a desk. The person's expression and actions include lip corner "
-        "puller, and the person's tone is a loud voice. Saying: hello"
+        "This person in the video is sitting at a desk. The person's expression and actions include "
+        "lip corner puller, and the person's tone is a loud voice. Saying: hello"
     )
     add_visual_objective(rec2 := {**rec, "visual_objective": None, "missing": []}, None, "vlm")
     assert rec2["visual_objective"] is None and rec2["missing"] == [
