@@ -13,16 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SENTENCES = [
-    "This is the best day of my whole life.",
-    "I cannot believe you did that to me.",
-    "Please leave me alone for a while.",
-    "What a wonderful surprise this is.",
-    "I am not sure what will happen next.",
-    "You always know how to make me laugh.",
-    "Why would anyone say something like that.",
-    "We finally made it home after all.",
-]
+from emotion_llama.media.samples import SAMPLE_SENTENCES as SENTENCES
 
 
 def main() -> None:

@@ -24,16 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-SENTENCES = [
-    "I cannot believe you did that to me.",
-    "This is the best day of my whole life.",
-    "Please leave me alone for a while.",
-    "What a wonderful surprise this is.",
-    "I am not sure what will happen next.",
-    "You always know how to make me laugh.",
-    "Why would anyone say something like that.",
-    "We finally made it home after all.",
-]
+from emotion_llama.media.samples import SAMPLE_SENTENCES as SENTENCES
 
 
 def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:

