@@ -40,14 +40,14 @@ def list_videos(folder: str | Path) -> list[Path]:
 _PERCEIVER: Any = None
 
 
-def _init_worker(config: PerceptionConfig, frame: str, transcribe: bool) -> None:
+def _init_worker(config: PerceptionConfig, frame: str, transcribe: bool, threads: int = 0) -> None:
     global _PERCEIVER
     import os
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
     from emotion_llama.perception.pipeline import Perceiver
 
-    _PERCEIVER = Perceiver(config, frame=frame, transcribe=transcribe)
+    _PERCEIVER = Perceiver(config, frame=frame, transcribe=transcribe, threads=threads)
     # MediaPipe closes its model through a thread pool that Python shuts down before ``atexit``
     # handlers run; close it at the same stage instead, or every worker prints a traceback at exit.
     import threading
@@ -151,9 +151,12 @@ def _perceive_all(
         for v in todo:
             yield v, _perceive_one(str(v), subtitles.get(v.stem))
         return
+    import os
+
     ctx = mp.get_context("spawn")  # fork after torch/mediapipe threads start is unsafe
+    threads = max(1, (os.cpu_count() or 1) // workers)  # each worker's share of the cores
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, frame, transcribe)
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, frame, transcribe, threads)
     ) as pool:
         queue = list(todo)
         running: dict[Future[Any], Path] = {}

@@ -84,7 +84,11 @@ class Perception:
 class Perceiver:
     """Loads the face analyzer and the transcriber once; ``__call__`` perceives one clip."""
 
-    def __init__(self, config: PerceptionConfig, *, frame: str = "first", transcribe: bool = True) -> None:
+    def __init__(
+        self, config: PerceptionConfig, *, frame: str = "first", transcribe: bool = True, threads: int = 0
+    ) -> None:
+        """``threads``: CPU threads for speech recognition (0: its default, all cores); worker
+        processes pass their share of the cores so that they do not oversubscribe them."""
         from emotion_llama.perception.faces import MediaPipeFaceAnalyzer
 
         self.config = config
@@ -95,7 +99,10 @@ class Perceiver:
             from emotion_llama.perception.transcript import WhisperTranscriber
 
             self.transcriber = WhisperTranscriber(
-                config.asr_model, language=config.language, beam_size=config.asr_beam_size
+                config.asr_model,
+                language=config.language,
+                beam_size=config.asr_beam_size,
+                cpu_threads=threads,
             )
 
     def close(self) -> None:
