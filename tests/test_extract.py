@@ -213,3 +213,31 @@ def test_extracted_authors_folder_is_a_benchmark_folder(videos, tmp_path, tiny_c
         "angry",
         "happy",
     ]
+
+
+def test_a_one_frame_clip_still_yields_features(videos, tmp_path, tiny_config):
+    from emotion_llama.perception.extract import extract_folder
+
+    src = tmp_path / "v"
+    src.mkdir()
+    _run(
+        [
+            "ffmpeg",
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(videos / "good_0.mp4"),
+            "-frames:v",
+            "1",
+            "-t",
+            "0.05",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            str(src / "one.mp4"),
+        ]
+    )
+    s = extract_folder(src, tmp_path / "f", tiny_config, workers=1, progress=False)
+    assert s.written == 1 and not s.failed

@@ -172,6 +172,8 @@ def perceive(
     next_wanted = 0
     global_pos: int | None = None
     best_sum, best_pos, best_frame = -1.0, None, None
+    last_rgb: np.ndarray | None = None
+    last_scale = 1.0
     for f in iter_frames(path, fps=config.analysis_fps):
         pos = len(times)
         times.append(f.time_s)
@@ -184,6 +186,7 @@ def perceive(
         )
         found = [_rescale_face(face, 1.0 / scale) for face in faces.detect(small)]
         per_frame.append(found)
+        last_rgb, last_scale = f.rgb, scale
         while next_wanted < len(wanted) and f.time_s + 1e-6 >= wanted[next_wanted]:
             kept[pos] = f.rgb
             scales[pos] = scale
@@ -202,7 +205,11 @@ def perceive(
             au_rows.append(None)
     if not times:
         raise PerceptionError(f"{path}: no decodable video frame")
-    # frames wanted beyond the last analysed one (very short clips): reuse the last kept frames
+    if next_wanted < len(wanted):
+        # sample times after the last analysed frame (very short clips, a header longer than the
+        # stream): the last frame stands in for them
+        kept[len(times) - 1] = last_rgb
+        scales[len(times) - 1] = last_scale
     main, choice = select_main_face(per_frame, (info.width, info.height))
     timeline = _timeline(times, main)
     peak = peak_index(timeline, "sum")
