@@ -66,6 +66,7 @@ class HFChatLLM:
         dtype: str = "float32",
         batch_size: int = 8,
         revision: str | None = None,
+        repetition_penalty: float = 1.1,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -86,8 +87,11 @@ class HFChatLLM:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = device
         self.batch_size = batch_size
+        self.repetition_penalty = repetition_penalty
         cfg = self.model.config
         self.name = f"hf:{getattr(cfg, '_name_or_path', self.path) or self.path}"
+        if repetition_penalty != 1.0:  # part of the name: cached answers depend on it
+            self.name += f"|rep{repetition_penalty:g}"
 
     def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
         import torch
@@ -102,7 +106,13 @@ class HFChatLLM:
             enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
             sample = params.temperature > 0
-            kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": sample}
+            # Small local models fall into loops under greedy decoding ("- Happy: happy" x 40); a
+            # mild penalty (the authors' demo used 1.05) keeps their answers readable.
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": params.max_tokens,
+                "do_sample": sample,
+                "repetition_penalty": self.repetition_penalty,
+            }
             if sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p)
             with torch.no_grad():
