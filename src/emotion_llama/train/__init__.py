@@ -1,0 +1,1 @@
+"""Training: learning-rate schedules, optimiser parameter groups and training data."""
