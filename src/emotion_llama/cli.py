@@ -651,6 +651,65 @@ def score(
         _fail(exc)
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The dataset folder to write.")],
+    n: Annotated[int, typer.Option("--n", help="Number of clips.")] = 120,
+    preset: PresetOpt = "tiny",
+    seed: Annotated[int, typer.Option(help="Seed: the same seed writes the same data.")] = 0,
+    layout: Annotated[str, typer.Option(help="Feature store layout: native or authors.")] = "native",
+) -> None:
+    """Write a synthetic dataset (labels, subtitles, MERR captions, split.json, features and frames
+    at the preset's sizes) on which a model can learn: a check of training before real data."""
+    try:
+        from emotion_llama.config import load_config
+        from emotion_llama.data.synth import make_synthetic_dataset
+
+        clips = make_synthetic_dataset(out, n=n, config=load_config(preset), seed=seed, layout=layout)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    splits: dict[str, int] = {}
+    for c in clips:
+        splits[str(c["split"])] = splits.get(str(c["split"]), 0) + 1
+    console.print(
+        f"wrote {len(clips)} clips to {out} ({', '.join(f'{k} {v}' for k, v in sorted(splits.items()))})"
+    )
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="A recipe YAML (configs/train/*.yaml).")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="key=value overrides with dotted keys: train.epochs=2 schedule.init_lr=1e-4."),
+    ] = None,
+) -> None:
+    """Train as a recipe says (model or init_from, data, tasks, splits, schedule). Writes
+    OUT/epoch_K/ after each epoch and OUT/last (and OUT/best with a validation split); a rerun with
+    the same out_dir resumes from OUT/last. Prints the losses per epoch and the best epoch."""
+    try:
+        from emotion_llama.train.recipe import load_recipe, run_recipe
+
+        recipe = load_recipe(config, list(overrides or []))
+        summary = run_recipe(recipe)
+    except EmotionLlamaError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"training summary ({summary['step']} steps)")
+    table.add_column("epoch", justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("val loss", justify="right")
+    vals = summary["val_losses"]
+    for k, loss in enumerate(summary["losses"]):
+        table.add_row(str(k), f"{loss:.4f}", f"{vals[k]:.4f}" if k < len(vals) else "-")
+    console.print(table)
+    if summary["best_epoch"] is not None:
+        console.print(f"best epoch: {summary['best_epoch']} ({summary['best']})")
+    console.print(f"last checkpoint: {summary['last']}")
+    console.print(f"checkpoints in {summary['out_dir']}")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
