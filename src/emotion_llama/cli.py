@@ -37,6 +37,19 @@ PresetOpt = Annotated[
 ]
 
 
+def _exit_on_failures(failed: list[tuple[str, str]]) -> None:
+    """A table of the clips that failed, with their reasons, then exit code 1; nothing if none."""
+    if not failed:
+        return
+    table = Table(title="failed clips")
+    table.add_column("video")
+    table.add_column("reason")
+    for path, reason in failed:
+        table.add_row(escape(Path(path).name), escape(reason))
+    err_console.print(table)
+    raise typer.Exit(code=1)
+
+
 def _fail(exc: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -310,14 +323,7 @@ def extract(
         f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "
         f"{len(summary.failed)} failed"
     )
-    if summary.failed:
-        table = Table(title="failed clips")
-        table.add_column("video")
-        table.add_column("reason")
-        for path, reason in summary.failed:
-            table.add_row(escape(Path(path).name), escape(reason))
-        err_console.print(table)
-        raise typer.Exit(code=1)
+    _exit_on_failures(summary.failed)
 
 
 LLMOpt = Annotated[
@@ -458,14 +464,7 @@ def annotate(
     console.print(
         "wrote " + ", ".join(str(f) for f in s.files if f.suffix in {".json", ".md", ".html", ".txt"})
     )
-    if s.failed:
-        table = Table(title="failed clips")
-        table.add_column("video")
-        table.add_column("reason")
-        for path, reason in s.failed:
-            table.add_row(escape(Path(path).name), escape(reason))
-        err_console.print(table)
-        raise typer.Exit(code=1)
+    _exit_on_failures(s.failed)
 
 
 @app.command("serve-llm")
