@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_llama.config import EmotionLlamaConfig
-from emotion_llama.encoders.store import _jpeg_bytes, atomic_write_bytes
+from emotion_llama.encoders.store import atomic_write_bytes, jpeg_bytes
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.prompts import LABELS
 
@@ -157,7 +157,7 @@ def save_clue_stage(out: Path, perception: Any, record: dict[str, Any]) -> dict[
     name = perception.name
     thumb = perception.peak_frame if perception.peak_frame is not None else perception.global_frame
     if thumb is not None:
-        atomic_write_bytes(out / "frames" / f"{name}.jpg", _jpeg_bytes(_thumbnail(thumb)))
+        atomic_write_bytes(out / "frames" / f"{name}.jpg", jpeg_bytes(_thumbnail(thumb)))
         record["peak_frame"] = f"frames/{name}.jpg"
     if perception.peak is not None:
         png = out / "au" / f"{name}.png"
@@ -229,7 +229,8 @@ def annotate_folder(
     from emotion_llama.annotate.filters import class_balance, near_duplicates
     from emotion_llama.annotate.report import write_report
     from emotion_llama.backends.llm import make_llm
-    from emotion_llama.perception.extract import _perceive_all, _progress, list_videos
+    from emotion_llama.perception.extract import list_videos, perceive_all
+    from emotion_llama.progress import progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,11 +265,11 @@ def annotate_folder(
     from emotion_llama.backends.vlm import make_describer
 
     describer = make_describer(options.vlm, cache=out / "llm_cache.sqlite")
-    bar = _progress(options.progress)
+    bar = progress_bar(options.progress)
     with bar:
         task = bar.add_task("clues", total=len(todo))
         if todo:
-            for path, result in _perceive_all(
+            for path, result in perceive_all(
                 todo, config.perception, options.frame, options.workers, options.subtitles or {}
             ):
                 bar.advance(task)

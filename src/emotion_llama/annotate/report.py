@@ -105,22 +105,48 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_label_distribution(stats: DatasetStats, path: Path) -> Path:
-    labels = sorted(stats.labels_all, key=lambda k: (-stats.labels_all[k], k))
-    fig = _new_figure(max(4.0, 0.8 * len(labels) + 2.0), 3.5)
+def _paired_bars(
+    keys: list[str],
+    first: Mapping[str, int],
+    second: Mapping[str, int],
+    names: tuple[str, str],
+    path: Path,
+    *,
+    title: str,
+    width_per_key: float,
+    rotation: int,
+    empty: str,
+) -> Path:
+    """Two bars per key (clips counted two ways), one chart."""
+    fig = _new_figure(max(4.0, width_per_key * len(keys) + 2.0), 3.5)
     ax = fig.add_subplot(1, 1, 1)
-    xs = range(len(labels))
-    ax.bar([x - 0.2 for x in xs], [stats.labels_all[k] for k in labels], width=0.4, label="all clips")
-    ax.bar([x + 0.2 for x in xs], [stats.labels_kept[k] for k in labels], width=0.4, label="kept")
-    ax.set_xticks(list(xs), labels, rotation=30, ha="right")
+    xs = range(len(keys))
+    ax.bar([x - 0.2 for x in xs], [first[k] for k in keys], width=0.4, label=names[0])
+    ax.bar([x + 0.2 for x in xs], [second[k] for k in keys], width=0.4, label=names[1])
+    ax.set_xticks(list(xs), keys, rotation=rotation, ha="right")
     ax.set_ylabel("clips")
     _integer_y(ax)
-    ax.set_title("Label distribution")
-    if labels:
+    ax.set_title(title)
+    if keys:
         ax.legend()
     else:
-        ax.text(0.5, 0.5, "no clips", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
+
+
+def plot_label_distribution(stats: DatasetStats, path: Path) -> Path:
+    labels = sorted(stats.labels_all, key=lambda k: (-stats.labels_all[k], k))
+    return _paired_bars(
+        labels,
+        stats.labels_all,
+        stats.labels_kept,
+        ("all clips", "kept"),
+        path,
+        title="Label distribution",
+        width_per_key=0.8,
+        rotation=30,
+        empty="no clips",
+    )
 
 
 def _au_sort_key(code: str) -> tuple[int, str]:
@@ -130,20 +156,17 @@ def _au_sort_key(code: str) -> tuple[int, str]:
 
 def plot_au_frequency(stats: DatasetStats, path: Path) -> Path:
     aus = sorted(set(stats.au_peak) | set(stats.au_clip), key=_au_sort_key)
-    fig = _new_figure(max(4.0, 0.5 * len(aus) + 2.0), 3.5)
-    ax = fig.add_subplot(1, 1, 1)
-    xs = range(len(aus))
-    ax.bar([x - 0.2 for x in xs], [stats.au_peak[a] for a in aus], width=0.4, label="active at peak")
-    ax.bar([x + 0.2 for x in xs], [stats.au_clip[a] for a in aus], width=0.4, label="in AU_list")
-    ax.set_xticks(list(xs), aus, rotation=45, ha="right")
-    ax.set_ylabel("clips")
-    _integer_y(ax)
-    ax.set_title("Action unit frequency")
-    if aus:
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no action units", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
+    return _paired_bars(
+        aus,
+        stats.au_peak,
+        stats.au_clip,
+        ("active at peak", "in AU_list"),
+        path,
+        title="Action unit frequency",
+        width_per_key=0.5,
+        rotation=45,
+        empty="no action units",
+    )
 
 
 def plot_sample_aus(intensities: Mapping[str, float], path: Path, title: str = "") -> Path:

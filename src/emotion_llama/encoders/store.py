@@ -71,7 +71,7 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _jpeg_bytes(rgb: np.ndarray, quality: int = 95) -> bytes:
+def jpeg_bytes(rgb: np.ndarray, quality: int = 95) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
@@ -177,7 +177,7 @@ class FeatureStore:
             self._check_dims(name, m, getattr(features, m), self.root)
         self._write_vectors(name, features)
         if frame is not None:
-            atomic_write_bytes(self.frame_path(name), _jpeg_bytes(frame))
+            atomic_write_bytes(self.frame_path(name), jpeg_bytes(frame))
         if clues is not None:
             text = json.dumps(clues, indent=1, ensure_ascii=False, default=_json_default)
             atomic_write_bytes(self.clue_path(name), text.encode("utf-8"))

@@ -24,6 +24,7 @@ from emotion_llama.data.benchmarks import (
     read_subtitles,
 )
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.progress import progress_bar
 from emotion_llama.prompts import (
     EMOTION_INSTRUCTION,
     MER_LABELS,
@@ -178,7 +179,7 @@ def run_predictions(
     todo = [c for c in clips if _key(c) not in done]
     summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo))
     (out / SKIPPED).unlink(missing_ok=True)
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task(f"{spec.name}", total=len(todo))
         for start in range(0, len(todo), batch_size):
@@ -220,19 +221,6 @@ def _record(clip: Clip, answer: str) -> dict[str, Any]:
     if clip.reference is not None:
         rec["reference"] = clip.reference
     return rec
-
-
-def _progress(show: bool):  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not show,
-        transient=False,
-    )
 
 
 # -- the model as a predict function -------------------------------------------------------------

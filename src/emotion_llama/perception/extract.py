@@ -17,6 +17,7 @@ from typing import Any
 
 from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.progress import progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
 
@@ -125,10 +126,10 @@ def extract_folder(
                 on_written(result.name)
         pending.clear()
 
-    bar = _progress(progress)
+    bar = progress_bar(progress)
     with bar:
         task = bar.add_task("extract", total=len(todo))
-        for path, result in _perceive_all(todo, p, frame, workers, subtitles or {}):
+        for path, result in perceive_all(todo, p, frame, workers, subtitles or {}):
             bar.advance(task)
             if isinstance(result, BaseException):
                 reason = str(result).removeprefix(f"{path}: ")
@@ -141,7 +142,7 @@ def extract_folder(
     return summary
 
 
-def _perceive_all(
+def perceive_all(
     todo: list[Path], config: PerceptionConfig, frame: str, workers: int, subtitles: dict[str, str]
 ) -> Iterator[tuple[Path, Any]]:
     """Results in completion order, with at most 2 clips per worker in flight (bounded memory)."""
@@ -171,15 +172,3 @@ def _perceive_all(
                     yield v, fut.result()
                 except Exception as exc:  # a worker died (e.g. a native crash): report the clip
                     yield v, EmotionLlamaError(f"{v}: worker failed ({type(exc).__name__}: {exc})")
-
-
-def _progress(show: bool):  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not show,
-    )
