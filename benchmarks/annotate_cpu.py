@@ -24,7 +24,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from emotion_llama.annotate.analyze import Analyzer
+    from emotion_llama.serve.predictor import Predictor
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, clue_record, reason_records
     from emotion_llama.backends.llm import make_llm
     from emotion_llama.config import tiny_config
@@ -65,7 +65,7 @@ def main() -> None:
         base = time.perf_counter() - t0
 
         # analyze on a 10-second clip, models loaded once beforehand
-        with Analyzer(preset="tiny") as analyzer:
+        with Predictor(preset="tiny") as analyzer:
             analyzer(clips[0])  # warm-up
             t0 = time.perf_counter()
             analyzer(ten)

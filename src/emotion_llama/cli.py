@@ -359,11 +359,11 @@ def analyze(
     the clue pipeline (faces, action units, tone, transcript) with a local instruct LLM; with
     --model, the full multimodal Emotion-LLaMA model. Writes the AU timeline PNG next to the JSON."""
     try:
-        from emotion_llama.annotate.analyze import Analyzer
         from emotion_llama.perception.action_units import plot_au_timeline
+        from emotion_llama.serve.predictor import Predictor
 
         results = []
-        with Analyzer(
+        with Predictor(
             preset=preset, model_dir=model, llm=llm, frame=frame, device=device, vlm=vlm
         ) as analyzer:
             for video in videos:

@@ -20,6 +20,11 @@ FINE_QUESTION = (
 )
 
 LABEL_SYSTEM = "You are an emotion analysis expert."
+#: For a user's own question about a clip: answer from the clues, never invent others.
+QUESTION_SYSTEM = (
+    "You are an emotion analysis expert. Answer the question about the person in the video from the "
+    "emotional clues given; do not invent clues that are not listed."
+)
 LABEL_QUESTION = (
     "Which one of these emotion labels best describes the person in the video: {labels}? "
     "Answer with the label only."
@@ -51,6 +56,17 @@ def fine_conversation(clues: str, label: str) -> list[Message]:
     return [
         {"role": "system", "content": FINE_SYSTEM},
         {"role": "user", "content": fine_prompt(clues, label)},
+    ]
+
+
+def question_conversation(clues: str, question: str) -> list[Message]:
+    """A conversation asking the user's own ``question`` about a clip, with its clue lines as context
+    (the chat endpoint and the web page use it; the fine reasoning prompt stays the default)."""
+    if not question or not question.strip():
+        raise EmotionLlamaError("question_conversation: the question is empty")
+    return [
+        {"role": "system", "content": QUESTION_SYSTEM},
+        {"role": "user", "content": f"{_clues(clues)}\n{question.strip()}"},
     ]
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +121,49 @@ class HFChatLLM:
             out.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
         return out
 
+    def chat_stream(self, conversation: list[Message], params: ChatParams) -> Iterator[str]:
+        """The reply to one conversation as text pieces, as the model writes them (the same
+        decoding as :meth:`chat_many`, so the pieces join to its answer up to surrounding space)."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        enc = self.tokenizer([text], return_tensors="pt", add_special_tokens=False)
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "do_sample": sample,
+            "repetition_penalty": self.repetition_penalty,
+            "streamer": streamer,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.no_grad():
+                    self.model.generate(**enc, **kwargs)
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        first = True
+        for piece in streamer:
+            if first:
+                piece = piece.lstrip()
+                first = not piece
+            if piece:
+                yield piece
+        worker.join()
+        if errors:
+            raise BackendError(f"local LLM {self.path!r} failed while streaming: {errors[0]}")
+
 
 # -- OpenAI-compatible HTTP endpoint ---------------------------------------------------------------
 class OpenAIChatLLM:
@@ -175,6 +218,39 @@ class OpenAIChatLLM:
     def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             return list(pool.map(lambda c: self._post(c, params), conversations))
+
+    def chat_stream(self, conversation: list[Message], params: ChatParams) -> Iterator[str]:
+        """``stream: true``: the content deltas of the server-sent events, as they arrive. No retry
+        once text has been yielded (it would repeat it); before that, as :meth:`chat_many`."""
+        body = json.dumps(
+            {"model": self.model, "messages": conversation, **params.key(), "stream": True}
+        ).encode()
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        url = f"{self.base_url}/chat/completions"
+        req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode("utf-8", "replace")
+            raise BackendError(f"{url}: HTTP {exc.code} from model {self.model!r}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise BackendError(f"{url}: no answer from model {self.model!r} ({exc})") from None
+        with resp:
+            for raw in resp:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                except (ValueError, KeyError, IndexError) as exc:
+                    raise BackendError(f"{url}: malformed stream event ({exc})") from None
+                if delta:
+                    yield str(delta)
 
 
 # -- response cache --------------------------------------------------------------------------------
@@ -235,6 +311,35 @@ class CachedChatLLM:
             for i, a in zip(todo, answers, strict=True):
                 found[keys[i]] = a
         return [found[k] for k in keys]
+
+    def chat_stream(self, conversation: list[Message], params: ChatParams) -> Iterator[str]:
+        """A cached answer comes as one piece; a new one streams from the backend and is stored
+        once complete (an interrupted stream stores nothing)."""
+        key = self._key(conversation, params)
+        with self._lock, self._db() as db:
+            row = db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            self.stats.hits += 1
+            yield str(row[0])
+            return
+        self.stats.misses += 1
+        pieces: list[str] = []
+        for piece in stream_chat(self.backend, conversation, params):
+            pieces.append(piece)
+            yield piece
+        with self._lock, self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO answers (key, answer) VALUES (?, ?)", (key, "".join(pieces).strip())
+            )
+
+
+def stream_chat(llm: ChatLLM, conversation: list[Message], params: ChatParams) -> Iterator[str]:
+    """Text pieces of the reply: streamed where the backend can, else its whole answer at once."""
+    stream = getattr(llm, "chat_stream", None)
+    if stream is None:
+        yield llm.chat_many([conversation], params)[0]
+        return
+    yield from stream(conversation, params)
 
 
 def make_llm(spec: str, *, cache: Path | None = None, api_key: str | None = None) -> ChatLLM:

@@ -1,0 +1,103 @@
+"""The predictor (load once, predict many) and the streaming LLM backends behind it, on real media
+with the offline LLM and a tiny Emotion-LLaMA checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emotion_llama.errors import EmotionLlamaError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    from emotion_llama.media.samples import SAMPLE_SENTENCES, make_speaking_clip, real_media_dir
+
+    out = tmp_path_factory.mktemp("pred") / "smile.mp4"
+    try:
+        make_speaking_clip(
+            real_media_dir() / "WolfgangLanger_Pexels.mp4", SAMPLE_SENTENCES[1], out, start=8.0
+        )
+    except EmotionLlamaError as exc:
+        pytest.skip(str(exc))
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from emotion_llama.serve.predictor import Predictor
+
+    with Predictor(preset="tiny") as p:
+        yield p
+
+
+def test_hf_stream_joins_to_the_batch_answer_and_the_cache_replays_it(tmp_path):
+    from emotion_llama.backends.llm import CachedChatLLM, ChatParams, HFChatLLM, stream_chat
+    from emotion_llama.sources import hf_model_dir
+
+    llm = HFChatLLM(hf_model_dir("smollm2_135m_instruct"))
+    conv = [{"role": "user", "content": "Name one colour of the sky."}]
+    params = ChatParams(max_tokens=24)
+    pieces = list(llm.chat_stream(conv, params))
+    assert len(pieces) > 1  # really streamed, not one block
+    assert "".join(pieces).strip() == llm.chat_many([conv], params)[0]
+    cached = CachedChatLLM(llm, tmp_path / "c.sqlite")
+    first = "".join(stream_chat(cached, conv, params))
+    again = list(stream_chat(cached, conv, params))
+    assert (cached.stats.misses, cached.stats.hits) == (1, 1)
+    assert again == [first.strip()]
+    # the batch path reads what the stream stored
+    assert cached.chat_many([conv], params) == [first.strip()]
+
+
+def test_clue_predictor_analyze_stream_batch_and_question(predictor, clip, tmp_path):
+    from emotion_llama.media.frames import MediaError
+
+    assert predictor.kind == "clues" and predictor.model_id == "emotion-llama-clues"
+    a = predictor.analyze(clip)
+    assert a.label == "happy"  # she smiles: AU12 + AU6 name the label before any LLM
+    assert "AU12" in a.record["peak_AU_list"]
+    assert a.reasoning and a.peak_frame is not None and a.peak_frame.ndim == 3
+    d = a.to_dict(with_timeline=True)
+    assert d["au_timeline"]["names"] and len(d["au_timeline"]["times"]) == len(d["au_timeline"]["intensity"])
+
+    events = list(predictor.stream(clip))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "clues" and kinds[-1] == "done" and kinds.count("delta") > 1
+    assert events[0].data.label == "happy" and events[0].data.reasoning is None
+    streamed = "".join(e.data for e in events if e.kind == "delta").strip()
+    assert streamed == events[-1].data.reasoning == a.reasoning  # greedy: the same text both ways
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clip.read_bytes()[:2000])
+    both = predictor.analyze_many([clip, broken, clip])
+    assert isinstance(both[1], MediaError) and str(broken) in str(both[1])
+    assert [x.label for x in (both[0], both[2])] == ["happy", "happy"]  # type: ignore[union-attr]
+
+    q = predictor.analyze(clip, question="What does she say, and how does it sound?")
+    assert q.question and q.reasoning and q.reasoning != a.reasoning
+    assert q.label == "happy"
+    with pytest.raises(EmotionLlamaError, match="no such file"):
+        predictor.analyze(tmp_path / "missing.mp4")
+
+
+def test_full_model_predictor_labels_by_generation_and_streams(clip, tmp_path, tiny_config):
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+    from emotion_llama.prompts import LABELS
+    from emotion_llama.serve.predictor import Predictor
+
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    with Predictor(model_dir=ckpt, label_mode="generate") as p:
+        assert p.kind == "model" and p.model_id == "emotion-llama-ckpt"
+        a = p.analyze(clip)
+        assert a.label is None or a.label in LABELS  # random weights: any answer, parsed or not
+        assert "model_answer" in a.record and set(a.timings) == {"perception", "encoders", "model"}
+        events = list(p.stream(clip))
+        assert events[0].kind == "clues" and events[-1].kind == "done"
+        assert events[-1].data.record["model_answer"] == a.record["model_answer"]
+    with pytest.raises(EmotionLlamaError, match="label_mode"):
+        Predictor(model_dir=ckpt, label_mode="vote")  # type: ignore[arg-type]
