@@ -1,4 +1,4 @@
-"""Batched answers from the model for clips given as (subtitle, frame, features)."""
+"""Batched answers from the model for clips given as (subtitle, frame or cached ViT output, features)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from emotion_llama.encoders.store import ClipFeatures
+from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.prompts import clean_generation
@@ -16,9 +17,52 @@ from emotion_llama.prompts import clean_generation
 
 @dataclass(frozen=True)
 class ClipInput:
+    """One clip to answer. ``frame`` is the (H, W, 3) uint8 RGB frame the global encoder reads;
+    ``vision_tokens`` is that encoder's output (1 + N, Dv) when it was computed before (a cache of
+    ViT outputs), in which case the frame is not needed and the ViT does not run."""
+
     subtitle: str
-    frame: np.ndarray  # (H, W, 3) uint8 RGB
+    frame: np.ndarray | None
     features: ClipFeatures
+    vision_tokens: np.ndarray | torch.Tensor | None = None
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first materialised parameter."""
+    return next(p for p in model.parameters() if p.device.type != "meta").device
+
+
+def build_inputs(
+    processor: EmotionLlamaProcessor,
+    clips: Sequence[ClipInput],
+    *,
+    task: str = "emotion",
+    instruction: str | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """The keyword arguments of :meth:`EmotionLlama.generate` (and of the model's forward) for a
+    left-padded batch of prompts: ids, masks, the three feature vectors, and either
+    ``pixel_values`` or, when every clip carries them, ``vision_tokens``."""
+    if not clips:
+        raise EmotionLlamaError("no clips given")
+    batch = processor.collate(
+        [processor.encode(c.subtitle, task, instruction) for c in clips], padding_side="left"
+    )
+    inputs: dict[str, torch.Tensor] = dict(batch)
+    for name, attr in (("local_feats", "local"), ("temporal_feats", "temporal"), ("audio_feats", "audio")):
+        inputs[name] = torch.from_numpy(np.stack([getattr(c.features, attr) for c in clips]))
+    if all(c.vision_tokens is not None for c in clips):
+        inputs["vision_tokens"] = torch.stack([torch.as_tensor(c.vision_tokens) for c in clips])
+    elif all(c.frame is not None for c in clips):
+        inputs["pixel_values"] = torch.stack([processor.preprocess_image(c.frame) for c in clips])
+    else:
+        missing = [i for i, c in enumerate(clips) if c.frame is None and c.vision_tokens is None]
+        raise EmotionLlamaError(
+            f"clips {missing} have neither a frame nor vision_tokens"
+            if missing
+            else "a batch must give vision_tokens for every clip or a frame for every clip, not a mix"
+        )
+    return {k: v.to(device) for k, v in inputs.items()}
 
 
 class Generator:
@@ -41,23 +85,12 @@ class Generator:
         cfg = model.config
         self.max_new_tokens = max_new_tokens or cfg.prompt.max_eval_answer_tokens
         self.do_sample = do_sample
-        self.device = next(p for p in model.parameters() if p.device.type != "meta").device
+        self.device = model_device(model)
 
     def __call__(self, clips: Sequence[ClipInput]) -> list[str]:
-        proc = self.processor
-        batch = proc.collate(
-            [proc.encode(c.subtitle, self.task, self.instruction) for c in clips], padding_side="left"
+        inputs = build_inputs(
+            self.processor, clips, task=self.task, instruction=self.instruction, device=self.device
         )
-        feats = {
-            name: torch.from_numpy(np.stack([getattr(c.features, m) for c in clips]))
-            for name, m in (
-                ("local_feats", "local"),
-                ("temporal_feats", "temporal"),
-                ("audio_feats", "audio"),
-            )
-        }
-        pixels = torch.stack([proc.preprocess_image(c.frame) for c in clips])
-        inputs = {k: v.to(self.device) for k, v in {**batch, **feats, "pixel_values": pixels}.items()}
         gen = self.model.config.generation
         kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
         if self.do_sample:
@@ -65,5 +98,5 @@ class Generator:
                 top_p=gen.top_p, temperature=gen.temperature, repetition_penalty=gen.repetition_penalty
             )
         ids = self.model.generate(**inputs, **kwargs)
-        texts = proc.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [clean_generation(t) for t in texts]
