@@ -10,6 +10,11 @@ A classification benchmark folder (MER2023-SEMI, MER2024-NOISE, one DFEW fold)::
 DFEW: ``fold1`` .. ``fold5`` sub-folders of that layout; labels may be DFEW's numbers 1-7.
 EMER: ``references.csv`` with ``name`` and ``reason`` (or ``description``) columns.
 Open vocabulary: ``references.csv`` with ``name`` and ``openset`` (a list of emotion words).
+
+Also read here (for training, ``emotion_llama.train.formats``): label lists as CSV (MER2024's
+``label-disdim.csv``: ``name,discrete,valence``) and DFEW's own split files
+(``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{k}.csv``: ``video_name,label`` with
+labels 1-7; clip numbers become DFEW's five-digit clip names, ``1`` -> ``00001``).
 """
 
 from __future__ import annotations
@@ -106,6 +111,128 @@ def find_frame_source(folder: Path, name: str) -> Path | None:
             if p.is_file():
                 return p
     return None
+
+
+#: Label list files looked for in a folder, after ``labels.txt`` and ``*NCEV*.txt``.
+LABEL_CSV_NAMES: tuple[str, ...] = ("label-disdim.csv", "labels.csv", "label.csv")
+#: Subtitle files looked for in a folder: the project's, then MER2024's transcription file.
+SUBTITLE_NAMES: tuple[str, ...] = ("subtitles.csv", "label-transcription.csv", "transcription.csv")
+_NAME_COLUMNS = ("name", "video_name", "video", "clip", "clip_name")
+_LABEL_COLUMNS = ("discrete", "emotion", "label")
+
+
+def read_label_csv(path: str | Path, numeric_labels: tuple[str, ...] | None = None) -> list[Clip]:
+    """A label list as CSV: a name column (``name``, ``video_name``, ``video``, ``clip`` or
+    ``clip_name``), a label column (``discrete``, ``emotion`` or ``label``) and optionally
+    ``valence`` (-10 reads as None). Numbers map through ``numeric_labels`` (1-based) when
+    given; rows with an empty label keep ``label=None``."""
+    path = Path(path)
+    rows = _csv_rows(path)
+    cols = list(rows[0].keys()) if rows else []
+    name_col = next((c for c in _NAME_COLUMNS if c in cols), None)
+    label_col = next((c for c in _LABEL_COLUMNS if c in cols), None)
+    if name_col is None or label_col is None:
+        raise DataError(
+            f"{path}: needs a name column ({', '.join(_NAME_COLUMNS)}) and a label column "
+            f"({', '.join(_LABEL_COLUMNS)}); has {', '.join(cols) or 'nothing'}"
+        )
+    clips: list[Clip] = []
+    for i, row in enumerate(rows, start=2):  # line 1 is the header
+        name = (row.get(name_col) or "").strip()
+        if not name:
+            raise DataError(f"{path}:{i}: empty {name_col}")
+        raw = (row.get(label_col) or "").strip()
+        label = _label_from_number(raw, numeric_labels, f"{path}:{i}") if raw else None
+        valence = None
+        text = (row.get("valence") or "").strip()
+        if text:
+            try:
+                v = float(text)
+            except ValueError:
+                raise DataError(f"{path}:{i}: valence {text!r} is not a number") from None
+            valence = None if v == -10 else v
+        clips.append(Clip(name=name, label=label.lower() if label else None, valence=valence))
+    return clips
+
+
+def read_label_list(path: str | Path, numeric_labels: tuple[str, ...] | None = None) -> list[Clip]:
+    """A label list in either form: ``.csv`` (:func:`read_label_csv`) or NCEV (:func:`read_ncev`)."""
+    path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_label_csv(path, numeric_labels)
+    return read_ncev(path, numeric_labels)
+
+
+def find_label_list(folder: Path) -> Path:
+    """``labels.txt``, ``*NCEV*.txt`` or one of :data:`LABEL_CSV_NAMES` in ``folder``."""
+    try:
+        return find_labels_file(folder)
+    except DataError:
+        pass
+    for name in LABEL_CSV_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"{folder}: no label list (labels.txt, *_NCEV.txt, {', '.join(LABEL_CSV_NAMES)})")
+
+
+def find_subtitles(folder: Path) -> Path | None:
+    """The first of :data:`SUBTITLE_NAMES` present in ``folder``."""
+    return next((folder / n for n in SUBTITLE_NAMES if (folder / n).is_file()), None)
+
+
+def dfew_clip_name(raw: str) -> str:
+    """DFEW's clip name for a split file's ``video_name``: numbers are zero-padded to five
+    digits (``1`` -> ``00001``, the names of DFEW's clip folders and videos); other names stay."""
+    raw = raw.strip()
+    return f"{int(raw):05d}" if raw.isdigit() else raw
+
+
+def find_dfew_split(root: str | Path, fold: int, split: str) -> Path:
+    """DFEW's split file of ``fold`` (1-5) and ``split`` (``train`` or ``test``) under ``root``:
+    ``set_{fold}.csv`` (or ``{split}_set_{fold}.csv``) in a folder whose name starts with the
+    split (``train(single-labeled)``); ``root`` is the DFEW folder, its ``EmoLabel_DataSplit``
+    or the split folder itself."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise DataError(f"DFEW split must be 'train' or 'test', not {split!r}")
+    if not 1 <= fold <= 5:
+        raise DataError(f"DFEW fold must be 1..5, not {fold}")
+    names = (f"set_{fold}.csv", f"{split}_set_{fold}.csv")
+    found: list[Path] = []
+    for base in (root, root / "EmoLabel_DataSplit"):
+        if not base.is_dir():
+            continue
+        # Only the top of each folder is listed: a DFEW folder also holds ~16k clip folders.
+        dirs = [base, *sorted(d for d in base.iterdir() if d.is_dir() and d.name.lower().startswith(split))]
+        for d in dirs:
+            in_split_dir = d.name.lower().startswith(split)
+            for n in names:
+                if (d / n).is_file() and (in_split_dir or n.startswith(split)) and d / n not in found:
+                    found.append(d / n)
+    if not found:
+        raise DataError(
+            f"{root}: no DFEW split file for fold {fold}, {split} "
+            f"(expected EmoLabel_DataSplit/{split}(single-labeled)/set_{fold}.csv)"
+        )
+    # DFEW ships single-labelled splits; prefer them should other variants sit beside them.
+    single = [p for p in found if "single" in p.parent.name.lower()]
+    return (single or found)[0]
+
+
+def read_dfew_split(path: str | Path) -> list[Clip]:
+    """One DFEW split file (``video_name,label``; labels 1-7 as :data:`DFEW_LABELS`, or words);
+    names as :func:`dfew_clip_name`."""
+    clips = read_label_csv(path, DFEW_LABELS)
+    return [Clip(dfew_clip_name(c.name), c.subtitle, c.label, c.valence) for c in clips]
+
+
+def _label_from_number(label: str, numeric_labels: tuple[str, ...] | None, where: str) -> str:
+    if numeric_labels is None or not label.isdigit():
+        return label
+    k = int(label)
+    if not 1 <= k <= len(numeric_labels):
+        raise DataError(f"{where}: label number {k} outside 1..{len(numeric_labels)}")
+    return numeric_labels[k - 1]
 
 
 def read_classification_folder(

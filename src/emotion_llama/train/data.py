@@ -7,6 +7,12 @@ layout) with one frame per clip. :func:`read_training_folder` turns it into one
 :class:`TrainSample` per (clip, task); :class:`TrainDataset` draws one task per clip and item, as
 the authors' stage-1 dataset does (emotion or reason at random), and encodes it.
 
+Other formats (MER2023/MER2024 label lists, pseudo-labels, DFEW folds, JSONL) and the entry
+point recipes use, :func:`emotion_llama.train.formats.open_training_data`, live in
+:mod:`emotion_llama.train.formats`; every reader goes through :class:`ClipResolver`, so a clip
+whose features or frame are missing is reported once (a :class:`ReadReport` line, logged) and
+skipped, never zero-filled.
+
 Determinism: every random choice of an item (task, instruction) comes from a
 ``random.Random`` seeded by ``(seed, index, draw)``, where ``draw`` is the global position of the
 item in the training stream. An interrupted run that restarts at the same position therefore
@@ -18,8 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +34,8 @@ import torch
 from torch.utils.data import Dataset
 
 from emotion_llama.config import EmotionLlamaConfig
-from emotion_llama.data.benchmarks import find_labels_file, read_ncev, read_subtitles
-from emotion_llama.encoders.store import ClipFeatures, FeatureError, open_store
+from emotion_llama.data.benchmarks import find_frame_source, find_labels_file, read_ncev, read_subtitles
+from emotion_llama.encoders.store import ClipFeatures, FeatureError, FeatureStore, open_store
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.processor import EmotionLlamaProcessor, EncodedSample
 from emotion_llama.prompts import TASKS, pick_instruction
@@ -50,7 +56,10 @@ class TrainDataError(EmotionLlamaError, ValueError):
 
 @dataclass(frozen=True)
 class TrainSample:
-    """One (clip, task) pair with its raw (not yet normalised) target."""
+    """One (clip, task) pair with its target. Reasoning targets are kept raw; label words are
+    normalised when read (the processor normalises every target again, which changes nothing).
+    ``instruction`` fixes the instruction (DFEW's 7-label wording); ``None`` draws it from the
+    task's pool."""
 
     name: str
     subtitle: str
@@ -58,6 +67,151 @@ class TrainSample:
     target: str
     frame: Path | np.ndarray
     features: ClipFeatures
+    instruction: str | None = None
+
+
+#: At most this many skipped clips are logged one by one per source; the rest go to the debug log
+#: and a count (every one is still in :attr:`ReadReport.skipped`).
+LOG_SKIPPED = 20
+
+
+@dataclass
+class ReadReport:
+    """What a reader kept and dropped, for logs and :attr:`TrainDataset.summary`.
+
+    ``skipped`` holds one line per clip whose features or frame could not be read (the clip name
+    and the path tried); ``filtered`` counts clips left out on purpose (below ``min_confidence``);
+    ``unlabelled`` counts listed clips without a target; ``notes`` holds other remarks (a
+    ``min_confidence`` that could not apply).
+    """
+
+    source: str
+    samples: int = 0
+    clips: int = 0
+    skipped: list[str] = field(default_factory=list)
+    filtered: int = 0
+    unlabelled: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "samples": self.samples,
+            "clips": self.clips,
+            "skipped": len(self.skipped),
+            "filtered": self.filtered,
+            "unlabelled": self.unlabelled,
+            "notes": list(self.notes),
+        }
+
+    def text(self) -> str:
+        extra = f", {self.filtered} filtered" if self.filtered else ""
+        extra += f", {self.unlabelled} without a target" if self.unlabelled else ""
+        return (
+            f"{self.source}: {self.samples} samples from {self.clips} clips, "
+            f"{len(self.skipped)} skipped (missing features or frame){extra}"
+        )
+
+
+class ClipResolver:
+    """Features and frame of each clip from one store, read once per clip.
+
+    A clip whose features are missing or unreadable, or that has no frame, is reported once: a
+    line naming the clip and the path tried goes to ``report.skipped`` (and ``warnings`` when
+    given) and to the log; :meth:`get` then returns ``None`` for it, every time. Frames are
+    looked for as the store names them, then as ``first_frames/``, ``frames/`` or ``video/``
+    files in the store and in ``frame_roots``.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        report: ReadReport,
+        *,
+        frame_roots: Iterable[Path] = (),
+        warnings: list[str] | None = None,
+    ) -> None:
+        self.store = store
+        self.report = report
+        self.frame_roots = [store.root, *(Path(r) for r in frame_roots if Path(r) != store.root)]
+        self.warnings = warnings
+        self._cache: dict[str, tuple[ClipFeatures, Path] | None] = {}
+
+    def has(self, name: str) -> bool:
+        """Whether the store holds vectors for ``name`` (no report, no caching)."""
+        return self.store.has(name)
+
+    def get(self, name: str, frame: Path | None = None) -> tuple[ClipFeatures, Path] | None:
+        """``(features, frame path)``, or ``None`` for a skipped clip. ``frame`` is an explicit
+        frame file, used before the store's."""
+        if name in self._cache:
+            return self._cache[name]
+        result: tuple[ClipFeatures, Path] | None = None
+        try:
+            feats = self.store.read(name)
+        except FeatureError as exc:
+            self._skip(name, str(exc))
+        else:
+            found = self._frame(name, frame)
+            if found is None:
+                tried = frame if frame is not None else self.store.frame_path(name)
+                self._skip(name, f"no frame at {tried} (nor first_frames/, frames/ or video/ files)")
+            else:
+                result = (feats, found)
+        self._cache[name] = result
+        return result
+
+    def _frame(self, name: str, frame: Path | None) -> Path | None:
+        if frame is not None:
+            return frame if frame.is_file() else None
+        own = self.store.frame_path(name)
+        if own.is_file():
+            return own
+        for root in self.frame_roots:
+            src = find_frame_source(root, name)
+            if src is not None:
+                return src
+        return None
+
+    def _skip(self, name: str, why: str) -> None:
+        message = f"skipped clip {name!r}: {why}"
+        n = len(self.report.skipped)
+        if n < LOG_SKIPPED:
+            log.warning("%s: %s", self.report.source, message)
+        else:
+            log.debug("%s: %s", self.report.source, message)
+        self.report.skipped.append(message)
+        if self.warnings is not None:
+            self.warnings.append(message)
+
+    def finish(self, samples: Sequence[TrainSample]) -> None:
+        """Count ``samples`` into the report and log its summary line."""
+        finish_report(self.report, samples)
+
+
+def finish_report(report: ReadReport, samples: Sequence[TrainSample]) -> None:
+    """Count a reader's ``samples`` into ``report`` and log its summary line."""
+    report.samples += len(samples)
+    report.clips += len({s.name for s in samples})
+    if len(report.skipped) > LOG_SKIPPED:
+        log.warning(
+            "%s: %d more clips skipped (see the report)", report.source, len(report.skipped) - LOG_SKIPPED
+        )
+    log.info("%s", report.text())
+
+
+def feature_dims(config: EmotionLlamaConfig) -> dict[str, int]:
+    f = config.features
+    return {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}
+
+
+def open_feature_store(root: str | Path, config: EmotionLlamaConfig) -> FeatureStore:
+    """The store at ``root`` with the model's dimensions; a missing folder is an error rather
+    than a store in which every clip is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TrainDataError(f"{root}: no such feature folder")
+    return open_store(root, feature_dims(config))
 
 
 def _read_json_dict(path: Path) -> dict[str, Any]:
@@ -80,12 +234,15 @@ def read_training_folder(
     split: str | None = None,
     split_file: str = "split.json",
     warnings: list[str] | None = None,
+    features: str | Path | None = None,
+    report: ReadReport | None = None,
 ) -> list[TrainSample]:
     """One :class:`TrainSample` per clip and task that has a target, in clip-name order.
 
-    ``split`` restricts the clips to ``split_file[split]``. A clip whose features cannot be read
-    is skipped and reported once (logged, and appended to ``warnings`` when given); it is never
-    filled with zeros, which would teach the model that silence means something.
+    ``split`` restricts the clips to ``split_file[split]``. ``features`` is the feature store
+    (default: the folder itself). A clip whose features cannot be read is skipped and reported
+    once (logged, appended to ``warnings`` when given and to ``report``); it is never filled
+    with zeros, which would teach the model that silence means something.
     """
     folder = Path(folder)
     for task in tasks:
@@ -111,35 +268,31 @@ def read_training_folder(
         }
     names = sorted(set().union(*(set(t) for t in targets.values())))
     if split is not None:
-        splits = _read_json_dict(folder / split_file)
-        if split not in splits:
-            raise TrainDataError(f"{folder / split_file}: no split {split!r} (has {', '.join(splits)})")
-        wanted = set(splits[split])
-        names = [n for n in names if n in wanted]
-    f = config.features
-    store = open_store(folder, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim})
+        names = restrict_to_split(names, folder / split_file, split)
+    report = report if report is not None else ReadReport(f"folder {folder}")
+    store = open_feature_store(features if features is not None else folder, config)
+    resolver = ClipResolver(store, report, frame_roots=[folder], warnings=warnings)
     samples: list[TrainSample] = []
     for name in names:
-        try:
-            feats = store.read(name)
-        except FeatureError as exc:
-            message = f"skipped clip {name!r}: {exc}"
-            log.warning(message)
-            if warnings is not None:
-                warnings.append(message)
+        found = resolver.get(name)
+        if found is None:
             continue
-        frame = store.frame_path(name)
-        if not frame.is_file():
-            message = f"skipped clip {name!r}: no frame at {frame}"
-            log.warning(message)
-            if warnings is not None:
-                warnings.append(message)
-            continue
+        feats, frame = found
         subtitle = subtitles.get(name, "")
         for task in tasks:
             if name in targets[task]:
                 samples.append(TrainSample(name, subtitle, task, targets[task][name], frame, feats))
+    resolver.finish(samples)
     return samples
+
+
+def restrict_to_split(names: Sequence[str], split_path: Path, split: str) -> list[str]:
+    """The names listed under ``split`` in the JSON file ``split_path`` (``{split: [names]}``)."""
+    splits = _read_json_dict(split_path)
+    if split not in splits:
+        raise TrainDataError(f"{split_path}: no split {split!r} (has {', '.join(splits)})")
+    wanted = set(splits[split])
+    return [n for n in names if n in wanted]
 
 
 def _load_frame(frame: Path | np.ndarray) -> np.ndarray:
@@ -156,6 +309,9 @@ class TrainDataset(Dataset[dict[str, Any]]):
 
     ``dataset[i]`` uses draw 0; the training loop passes ``(i, draw)`` with the item's global
     position so that the draws differ between passes yet are reproducible.
+
+    ``reports`` are the readers' :class:`ReadReport` s; :attr:`summary` adds them up (clips,
+    samples per task, skipped and filtered clips) and :attr:`skipped` lists the skipped clips.
     """
 
     def __init__(
@@ -165,6 +321,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
         *,
         seed: int = 0,
         layout: str = "training",
+        reports: Sequence[ReadReport] = (),
     ) -> None:
         by_clip: dict[str, list[TrainSample]] = {}
         for s in samples:
@@ -175,8 +332,30 @@ class TrainDataset(Dataset[dict[str, Any]]):
         self.processor = processor
         self.seed = seed
         self.layout = layout
+        self.reports: list[ReadReport] = list(reports)
         # Frames are decoded once: the frozen ViT input of a clip never changes.
         self._pixels: dict[str, torch.Tensor] = {}
+
+    @property
+    def skipped(self) -> list[str]:
+        """One line per clip the readers skipped (missing features or frame)."""
+        return [m for r in self.reports for m in r.skipped]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Clips and samples (per task) in the dataset, and what the readers dropped."""
+        tasks: dict[str, int] = {}
+        for clip in self.clips:
+            for s in clip:
+                tasks[s.task] = tasks.get(s.task, 0) + 1
+        return {
+            "clips": len(self.clips),
+            "samples": sum(tasks.values()),
+            "tasks": dict(sorted(tasks.items())),
+            "skipped": sum(len(r.skipped) for r in self.reports),
+            "filtered": sum(r.filtered for r in self.reports),
+            "sources": [r.as_dict() for r in self.reports],
+        }
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -185,10 +364,12 @@ class TrainDataset(Dataset[dict[str, Any]]):
         return [c[0].name for c in self.clips]
 
     def pixels(self, sample: TrainSample) -> torch.Tensor:
-        cached = self._pixels.get(sample.name)
+        # Keyed by the frame too: mixed sources may use one name for two different clips.
+        key = f"{sample.name}\0{sample.frame}" if isinstance(sample.frame, Path) else sample.name
+        cached = self._pixels.get(key)
         if cached is None:
             cached = self.processor.preprocess_image(_load_frame(sample.frame))
-            self._pixels[sample.name] = cached
+            self._pixels[key] = cached
         return cached
 
     def item(self, index: int, draw: int = 0, task: str | None = None) -> dict[str, Any]:
@@ -203,7 +384,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
             if not found:
                 raise TrainDataError(f"clip {options[0].name!r} has no target for task {task!r}")
             sample = found[0]
-        instruction = pick_instruction(sample.task, rng)
+        instruction = sample.instruction or pick_instruction(sample.task, rng)
         encoded = self.processor.encode(
             sample.subtitle, sample.task, instruction, answer=sample.target, layout=self.layout
         )
@@ -228,7 +409,8 @@ class TrainDataset(Dataset[dict[str, Any]]):
 
 def collate_fn(items: list[dict[str, Any]], processor: EmotionLlamaProcessor) -> dict[str, torch.Tensor]:
     """Right-padded ids/labels/masks (the training layout's padding) plus stacked pixels and
-    features: exactly the keyword arguments of ``EmotionLlama.forward``."""
+    features: exactly the keyword arguments of ``EmotionLlama.forward``. The items' ``task``
+    and ``name`` are bookkeeping and stay out of the batch."""
     encoded: list[EncodedSample] = [it["encoded"] for it in items]
     batch = processor.collate(encoded, padding_side="right")
     for key in ("pixel_values", "local_feats", "temporal_feats", "audio_feats"):
