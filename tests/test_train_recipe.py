@@ -88,3 +88,45 @@ def test_paper_recipes_carry_spec4(name: str) -> None:
     assert (s.init_lr, s.warmup_lr, s.min_lr) == pytest.approx((1e-5, 1e-6, 1e-6))
     assert s.iters_per_epoch == 1000 and s.lr(0) == pytest.approx(1e-6)
     assert r.tasks == (("emotion", "reason") if name == "stage1_coarse" else ("emotion",))
+
+
+def test_recipe_reads_other_formats_and_mixes_sources(tmp_path: Path, capsys) -> None:
+    import json
+
+    from emotion_llama.train.recipe import run_recipe
+
+    data = tmp_path / "data"
+    _invoke("synth", "--out", str(data), "--n", "12", "--seed", "2")
+    names = sorted(json.loads((data / "split.json").read_text())["train"])
+    jsonl = tmp_path / "custom.jsonl"
+    jsonl.write_text(
+        "\n".join(json.dumps({"name": n, "label": "pleasantly surprised"}) for n in names[:4]) + "\n"
+    )
+    pseudo = tmp_path / "pseudo.csv"
+    pseudo.write_text("name,pseudo_label,confidence\n" + "".join(f"{n},happy,0.9\n" for n in names[4:6]))
+    base = [f"features={data}", "train.epochs=1", "train.iters_per_epoch=2", "train.log_with=none"]
+    # a JSONL file of open-vocabulary labels, with a pseudo-label list mixed in
+    recipe = load_recipe(
+        CONFIGS / "tiny_synth.yaml",
+        [
+            *base,
+            f"data={jsonl}",
+            "data_format=jsonl",
+            f"out_dir={tmp_path / 'run'}",
+            "tasks=emotion",
+        ],
+    )
+    recipe.extra_data = ({"format": "pseudo", "path": str(pseudo), "features": str(data)},)
+    summary = run_recipe(recipe)
+    assert summary["step"] == 2 and (tmp_path / "run" / "epoch_0").is_dir()
+    with pytest.raises(RecipeError, match="data_format 'csv' is not one of"):
+        run_recipe(load_recipe(CONFIGS / "tiny_synth.yaml", [*base, f"data={data}", "data_format=csv"]))
+    with pytest.raises(RecipeError, match="DFEW's test split cannot be the validation split"):
+        run_recipe(
+            load_recipe(
+                CONFIGS / "tiny_synth.yaml",
+                [*base, f"data={data}", "data_format=dfew", "fold=1", "split.val=test", "tasks=emotion"],
+            )
+        )
+    with pytest.raises(RecipeError, match=r"extra_data must be a list of \{format, path"):
+        load_recipe(CONFIGS / "tiny_synth.yaml", [*base, f"data={data}", "extra_data=oops"])

@@ -4,14 +4,26 @@ A recipe file looks like this (every key optional; the defaults are SPEC 4's sta
 
     model: paper              # a preset name or a config file (JSON, or YAML with ``preset:``)
     init_from: null           # or a project checkpoint folder / a run folder (its ``last``)
-    data: data/merr           # a dataset folder in the project's format (SPEC 5)
+    data: data/merr           # the training data: a path in ``data_format``
+    data_format: folder       # folder | jsonl | mer2023 | mer2024 | pseudo | dfew (train/formats.py)
+    fold: null                # DFEW: the fold 1-5
+    features: null            # the feature store when it is not beside the labels
+    min_confidence: null      # pseudo: drop clips whose pseudo label is less sure
+    extra_data: []            # more sources mixed into training: [{format: pseudo, path: ...}, ...]
     tasks: [emotion, reason]
     split: {train: train, val: val}   # names in the folder's split.json; null = all / no val
     out_dir: runs/stage1
     train: {epochs: 30, iters_per_epoch: 1000, batch_size: 1, grad_accum: 1, precision: fp32,
-            seed: 42, weight_decay: 0.05, log_every: 50, device: cpu, num_workers: 0}
+            seed: 42, weight_decay: 0.05, log_every: 50, device: cpu, num_workers: 0,
+            save_every: null, keep_last: 2, log_with: tensorboard, gradient_checkpointing: false,
+            cache_vit: false, eval_metrics: false, eval_max_clips: 64}
     schedule: {kind: warmup_cosine, init_lr: 1.0e-5, min_lr: 1.0e-6, warmup_lr: 1.0e-6,
                warmup_steps: 1000, total_steps: null, per_epoch: true}
+
+``train.batch_size`` is per process: under ``accelerate launch``/``torchrun`` with W processes a
+micro-batch holds ``batch_size * W`` items. ``train.save_every`` (steps) adds ``step_N``
+checkpoints (the newest ``keep_last`` kept) for mid-epoch resume; ``train.log_with`` is
+``tensorboard`` (``OUT/logs``), ``wandb`` (when installed) or ``none``.
 
 ``schedule.total_steps: null`` means ``train.epochs * train.iters_per_epoch``; ``per_epoch``
 steps the cosine once per epoch as the authors' code does (``false``: per iteration).
@@ -39,6 +51,11 @@ KEYS: dict[str, str] = {
     "model": "str",
     "init_from": "str?",
     "data": "str",
+    "data_format": "str",
+    "fold": "int?",
+    "features": "str?",
+    "min_confidence": "float?",
+    "extra_data": "specs",
     "tasks": "list",
     "split.train": "str?",
     "split.val": "str?",
@@ -53,6 +70,13 @@ KEYS: dict[str, str] = {
     "train.log_every": "int",
     "train.device": "str",
     "train.num_workers": "int",
+    "train.save_every": "int?",
+    "train.keep_last": "int",
+    "train.log_with": "str",
+    "train.gradient_checkpointing": "bool",
+    "train.cache_vit": "bool",
+    "train.eval_metrics": "bool",
+    "train.eval_max_clips": "int",
     "schedule.kind": "str",
     "schedule.init_lr": "float",
     "schedule.min_lr": "float",
@@ -71,6 +95,11 @@ def _defaults() -> dict[str, Any]:
         "model": "paper",
         "init_from": None,
         "data": "",
+        "data_format": "folder",
+        "fold": None,
+        "features": None,
+        "min_confidence": None,
+        "extra_data": [],
         "tasks": ["emotion", "reason"],
         "split.train": "train",
         "split.val": "val",
@@ -85,6 +114,13 @@ def _defaults() -> dict[str, Any]:
         "train.log_every": t.log_every,
         "train.device": t.device,
         "train.num_workers": t.num_workers,
+        "train.save_every": t.save_every,
+        "train.keep_last": t.keep_last,
+        "train.log_with": t.log_with,
+        "train.gradient_checkpointing": t.gradient_checkpointing,
+        "train.cache_vit": t.cache_vit,
+        "train.eval_metrics": t.eval_metrics,
+        "train.eval_max_clips": t.eval_max_clips,
         "schedule.kind": s.kind,
         "schedule.init_lr": s.init_lr,
         "schedule.min_lr": s.min_lr,
@@ -102,6 +138,13 @@ class Recipe:
     model: str = "paper"
     init_from: str | None = None
     data: str = ""
+    data_format: str = "folder"
+    fold: int | None = None
+    features: str | None = None
+    min_confidence: float | None = None
+    #: More training sources mixed in (``{format, path, ...}`` as :class:`DataSpec`), e.g. stage 1's
+    #: pseudo-label list beside MERR coarse; the validation split comes from ``data`` only.
+    extra_data: tuple[dict[str, Any], ...] = ()
     tasks: tuple[str, ...] = ("emotion", "reason")
     train_split: str | None = "train"
     val_split: str | None = "val"
@@ -116,6 +159,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             return None
         raise RecipeError(f"{where}: {key} must not be null")
     base = kind.rstrip("?")
+    if base == "specs":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, dict) for v in items):
+            raise RecipeError(f"{where}: {key} must be a list of {{format, path, ...}} mappings")
+        return [dict(v) for v in items]
     try:
         if base == "str":
             if isinstance(value, (dict, list)):
@@ -241,6 +289,13 @@ def _build(v: dict[str, Any], path: Path) -> Recipe:
         log_every=v["train.log_every"],
         num_workers=v["train.num_workers"],
         device=v["train.device"],
+        save_every=v["train.save_every"],
+        keep_last=v["train.keep_last"],
+        log_with=v["train.log_with"],
+        gradient_checkpointing=v["train.gradient_checkpointing"],
+        cache_vit=v["train.cache_vit"],
+        eval_metrics=v["train.eval_metrics"],
+        eval_max_clips=v["train.eval_max_clips"],
     )
     try:
         cfg.validate()
@@ -252,6 +307,11 @@ def _build(v: dict[str, Any], path: Path) -> Recipe:
         model=v["model"],
         init_from=v["init_from"],
         data=v["data"],
+        data_format=v["data_format"],
+        fold=v["fold"],
+        features=v["features"],
+        min_confidence=v["min_confidence"],
+        extra_data=tuple(v["extra_data"]),
         tasks=tuple(v["tasks"]),
         train_split=v["split.train"],
         val_split=v["split.val"],
@@ -299,22 +359,49 @@ def build_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
 def run_recipe(recipe: Recipe) -> dict[str, Any]:
     """Build or load the model, read the datasets, train (resuming from ``out_dir/last`` when
     present) and return the loop's summary plus ``out_dir``, ``last`` and ``best``."""
-    from emotion_llama.train.data import TrainDataset, read_training_folder
+    from emotion_llama.train.formats import EMOTION_ONLY, FORMATS, DataSpec, open_training_mix
     from emotion_llama.train.loop import BEST_FILE, train
 
+    if recipe.data_format not in FORMATS:
+        raise RecipeError(
+            f"{recipe.source}: data_format {recipe.data_format!r} is not one of {', '.join(FORMATS)}"
+        )
+    if recipe.data_format == "dfew" and recipe.val_split == "test":
+        raise RecipeError(
+            f"{recipe.source}: DFEW's test split cannot be the validation split (best-checkpoint "
+            "selection never sees the test set); set split.val: null"
+        )
     model, processor = build_recipe_model(recipe)
-    config = model.config
     seed = recipe.train.seed
-    train_set = TrainDataset(
-        read_training_folder(recipe.data, config, tasks=recipe.tasks, split=recipe.train_split),
-        processor,
-        seed=seed,
-    )
-    val_set = None
-    if recipe.val_split:
-        val_samples = read_training_folder(recipe.data, config, tasks=recipe.tasks, split=recipe.val_split)
-        if val_samples:
-            val_set = TrainDataset(val_samples, processor, seed=seed + 1)
+
+    def main_spec(split: str | None) -> DataSpec:
+        fmt = recipe.data_format
+        return DataSpec(
+            fmt,
+            recipe.data,
+            split=split,
+            # emotion-only formats have one task; the recipe's list is for the others
+            tasks=None if fmt in EMOTION_ONLY else recipe.tasks,
+            fold=recipe.fold,
+            features=recipe.features,
+            min_confidence=recipe.min_confidence,
+        )
+
+    try:
+        extra = [DataSpec.from_mapping(d) for d in recipe.extra_data]
+        splittable = recipe.data_format not in ("pseudo", "jsonl")
+        train_set = open_training_mix(
+            [main_spec(recipe.train_split if splittable else None), *extra], processor, seed=seed
+        )
+        val_set = None
+        if recipe.val_split and splittable:
+            val_set = _optional_val(
+                lambda: open_training_mix([main_spec(recipe.val_split)], processor, seed=seed + 1)
+            )
+    except RecipeError:
+        raise
+    except EmotionLlamaError as exc:
+        raise RecipeError(f"{recipe.source}: {exc}") from None
     summary = train(model, processor, train_set, recipe.train, val_dataset=val_set)
     out = Path(recipe.train.out_dir)
     last = read_pointer(out)
@@ -323,3 +410,17 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     summary["last"] = str(out / str(last["dir"])) if last else None
     summary["best"] = str(out / str(best["dir"])) if best else None
     return summary
+
+
+def _optional_val(open_val: Any) -> Any:
+    """The validation set, or ``None`` when the split has no clip (a warning, not an error: small
+    custom datasets often have none)."""
+    from emotion_llama.train.data import TrainDataError
+
+    try:
+        return open_val()
+    except TrainDataError as exc:
+        if "no training samples" in str(exc) or "no sample" in str(exc):
+            print(f"no validation set: {exc}", flush=True)
+            return None
+        raise
