@@ -24,12 +24,12 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from emotion_llama.serve.predictor import Predictor
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, clue_record, reason_records
     from emotion_llama.backends.llm import make_llm
     from emotion_llama.config import tiny_config
     from emotion_llama.media.samples import make_speaking_clip, real_media_dir
     from emotion_llama.perception.pipeline import Perceiver
+    from emotion_llama.serve.predictor import Predictor
 
     face = real_media_dir() / "WolfgangLanger_Pexels.mp4"
     cfg = tiny_config()

@@ -34,9 +34,10 @@ if ! "$VPY" -c "import emotion_llama, pytest, ruff" >/dev/null 2>&1 \
 fi
 
 # System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence),
-# pocketsphinx-testdata (real read speech with transcripts, for the ASR tests).
+# pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the
+# web page's browser test drives it with Playwright; no browser is downloaded).
 need=()
-for pkg in ffmpeg espeak-ng sox pocketsphinx-testdata; do
+for pkg in ffmpeg espeak-ng sox pocketsphinx-testdata chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

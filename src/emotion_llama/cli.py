@@ -489,6 +489,68 @@ def serve_llm(
 
 
 @app.command()
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", help="A converted Emotion-LLaMA checkpoint folder: serve the full model."
+        ),
+    ] = None,
+    llm: LLMOpt = "offline",
+    preset: PresetOpt = "paper",
+    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "cpu",
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    allow_root: Annotated[
+        list[Path] | None,
+        typer.Option("--allow-root", help="A folder whose videos clients may name by path (repeatable)."),
+    ] = None,
+    allow_url_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-url-host",
+            help="A host videos may be downloaded from: HOST, HOST:PORT, *.DOMAIN (repeatable).",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video accepted, in MiB.")] = 200.0,
+    max_concurrency: Annotated[int, typer.Option(help="Predictor calls at once.")] = 1,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait; more get 429.")] = 8,
+    timeout_s: Annotated[
+        float, typer.Option(help="Queue wait + analysis time per request; then 504.")
+    ] = 600.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="EMOTION_LLAMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."),
+    ] = None,
+) -> None:
+    """Serve the predictor over HTTP: OpenAI-compatible /v1/chat/completions (streaming too),
+    /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
+    page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
+    try:
+        from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
+        from emotion_llama.serve.predictor import Predictor
+        from emotion_llama.serve.security import resolve_roots
+
+        settings = ServeSettings(
+            allow_roots=resolve_roots(allow_root or []),
+            allow_url_hosts=tuple(allow_url_host or ()),
+            max_upload_mb=max_upload_mb,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            timeout_s=timeout_s,
+            api_key=api_key or None,
+        )
+        app_ = create_app(lambda: Predictor(preset=preset, model_dir=model, llm=llm, device=device), settings)
+    except (EmotionLlamaError, ValueError) as exc:
+        _fail(exc)
+        return
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        err_console.print(f"[yellow]warning:[/] listening on {host} without an API key (--api-key)")
+    console.print(f"serving on http://{host}:{port} (the model loads in the background; see /health)")
+    serve_forever(app_, host=host, port=port)
+
+
+@app.command()
 def sample(
     out: Annotated[Path, typer.Argument(help="The mp4 to write.")] = Path("samples/sample.mp4"),
     text: Annotated[str, typer.Option(help="What the person says.")] = (
@@ -685,8 +747,11 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train as a recipe says (model or init_from, data, tasks, splits, schedule). Writes
-    OUT/epoch_K/ after each epoch and OUT/last (and OUT/best with a validation split); a rerun with
-    the same out_dir resumes from OUT/last. Prints the losses per epoch and the best epoch."""
+    OUT/epoch_K/ after each epoch (and OUT/step_N/ every train.save_every steps), OUT/last (and
+    OUT/best with a validation split), OUT/losses.jsonl and TensorBoard logs in OUT/logs; a rerun
+    with the same out_dir resumes from OUT/last, mid-epoch included. Prints the losses per epoch
+    and the best epoch. Multi-GPU: run it under `accelerate launch` or `torchrun` (docs/training.md);
+    train.batch_size is per process."""
     try:
         from emotion_llama.train.recipe import load_recipe, run_recipe
 
@@ -695,6 +760,8 @@ def train_cmd(
     except EmotionLlamaError as exc:
         _fail(exc)
         return
+    if not summary.get("main_process", True):
+        return  # one summary per run, from the main process
     table = Table(title=f"training summary ({summary['step']} steps)")
     table.add_column("epoch", justify="right")
     table.add_column("train loss", justify="right")
