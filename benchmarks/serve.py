@@ -71,6 +71,53 @@ def row(name: str, latencies: list[float], wall: float, base_rps: float | None) 
     ]
 
 
+def serve_run(
+    clips: list[Path], args: argparse.Namespace, env: dict[str, str], extra: list[str], *, sequential: bool
+) -> tuple[float, list[float], float, list[float], float]:
+    """Start ``emotion-llama serve`` (``extra`` flags), time its start-up, the sequential requests
+    (when asked) and the concurrent ones, and stop it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_llama.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--max-queue",
+        "32",
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        status = None
+        while status != "ok":
+            if server.poll() is not None or time.perf_counter() - t0 > 600:
+                raise SystemExit("the server did not come up")
+            with contextlib.suppress(httpx.HTTPError):
+                status = httpx.get(f"{base}/health", timeout=5).json()["status"]
+            time.sleep(0.25)
+        startup = time.perf_counter() - t0
+        seq: list[float] = []
+        t0 = time.perf_counter()
+        if sequential:
+            seq = [post(base, clip) for clip in clips[: args.clips]]
+        seq_wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrent) as pool:
+            conc = list(pool.map(lambda c: post(base, c), clips[: args.concurrent]))
+        conc_wall = time.perf_counter() - t0
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return startup, seq, seq_wall, conc, conc_wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=4, help="Clips (= sequential requests and CLI runs).")
@@ -93,36 +140,9 @@ def main() -> None:
             for i in range(max(args.clips, args.concurrent))
         ]
 
-        # -- the server, started once
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "emotion_llama.cli", "serve", "--port", str(port), "--max-queue", "32"]
-        t0 = time.perf_counter()
-        server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            status = None
-            while status != "ok":
-                if server.poll() is not None or time.perf_counter() - t0 > 600:
-                    raise SystemExit("the server did not come up")
-                with contextlib.suppress(httpx.HTTPError):
-                    status = httpx.get(f"{base}/health", timeout=5).json()["status"]
-                time.sleep(0.25)
-            startup = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            seq = [post(base, clip) for clip in clips[: args.clips]]
-            seq_wall = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrent) as pool:
-                conc = list(pool.map(lambda c: post(base, c), clips[: args.concurrent]))
-            conc_wall = time.perf_counter() - t0
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        # -- the server, started once (batching on, the default), then once more without batching
+        startup, seq, seq_wall, conc, conc_wall = serve_run(clips, args, env, [], sequential=True)
+        _, _, _, unb, unb_wall = serve_run(clips, args, env, ["--max-batch", "1"], sequential=False)
 
         # -- the CLI, once per clip
         cli: list[float] = []
@@ -139,7 +159,8 @@ def main() -> None:
     rows = [
         row("emotion-llama analyze, one process per clip", cli, cli_wall, None),
         row("serve: /v1/analyze sequential", seq, seq_wall, cli_rps),
-        row(f"serve: /v1/analyze {args.concurrent} at once", conc, conc_wall, cli_rps),
+        row(f"serve: /v1/analyze {args.concurrent} at once, --max-batch 1", unb, unb_wall, cli_rps),
+        row(f"serve: /v1/analyze {args.concurrent} at once, batched (default)", conc, conc_wall, cli_rps),
     ]
     header = ["mode", "requests", "wall s", "req/s", "p50 s", "p95 s", "req/s vs CLI"]
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]

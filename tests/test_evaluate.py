@@ -156,6 +156,24 @@ def test_runner_writes_reports_and_skips_broken_clips(tmp_path, tiny_config, tin
     assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_label_scoring_mode_answers_with_a_benchmark_label(tmp_path, tiny_config, tiny_ckpt):
+    from emotion_llama.errors import EmotionLlamaError
+    from emotion_llama.evaluate.runner import model_predict_fn
+
+    data = tmp_path / "mer"
+    make_benchmark(data, tiny_config, 5)
+    bench = get_benchmark("mer2023")
+    predict = model_predict_fn(tiny_ckpt, bench, label_mode="score")
+    out = tmp_path / "out"
+    summary = run_predictions(bench, data, out, predict, batch_size=2, progress=False)
+    recs = read_predictions(out / "predictions.jsonl")
+    assert summary.predicted == 5 and "label scoring" in predict.model_name
+    # random weights answer anything when generating; scoring always names one of the 6 labels
+    assert all(r["output"] in MER_LABELS for r in recs)
+    with pytest.raises(EmotionLlamaError, match="needs a classification benchmark"):
+        model_predict_fn(tiny_ckpt, get_benchmark("emer"), label_mode="score")
+
+
 def test_evaluate_cli_killed_and_rerun_does_not_repeat_work(tmp_path, tiny_config, tiny_ckpt):
     data = tmp_path / "mer"
     names = make_benchmark(data, tiny_config, 60)

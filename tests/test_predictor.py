@@ -101,3 +101,25 @@ def test_full_model_predictor_labels_by_generation_and_streams(clip, tmp_path, t
         assert events[-1].data.record["model_answer"] == a.record["model_answer"]
     with pytest.raises(EmotionLlamaError, match="label_mode"):
         Predictor(model_dir=ckpt, label_mode="vote")  # type: ignore[arg-type]
+
+
+def test_micro_batcher_answers_requests_arriving_together_in_one_batch(predictor, clip, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from emotion_llama.media.frames import MediaError
+    from emotion_llama.serve.predictor import MicroBatcher
+
+    single = predictor.analyze(clip)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    batcher = MicroBatcher(predictor, max_batch=4, max_wait_s=2.0)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            futs = [pool.submit(batcher.analyze, v) for v in (clip, clip, broken, clip)]
+            results = [f.exception() or f.result() for f in futs]
+    finally:
+        batcher.close()
+    assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == 4
+    assert isinstance(results[2], MediaError)  # only the broken clip's caller gets an error
+    for r in (results[0], results[1], results[3]):
+        assert r.label == single.label and r.reasoning == single.reasoning  # same prompt, same answer

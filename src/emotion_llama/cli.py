@@ -514,6 +514,13 @@ def serve(
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest video accepted, in MiB.")] = 200.0,
     max_concurrency: Annotated[int, typer.Option(help="Predictor calls at once.")] = 1,
+    max_batch: Annotated[
+        int, typer.Option(help="Requests arriving together answered in one batch (1: no batching).")
+    ] = 4,
+    static_cache: Annotated[
+        bool,
+        typer.Option(help="Full model: a preallocated KV cache (compiled decoding on a GPU)."),
+    ] = False,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait; more get 429.")] = 8,
     timeout_s: Annotated[
         float, typer.Option(help="Queue wait + analysis time per request; then 504.")
@@ -536,11 +543,17 @@ def serve(
             allow_url_hosts=tuple(allow_url_host or ()),
             max_upload_mb=max_upload_mb,
             max_concurrency=max_concurrency,
+            max_batch=max_batch,
             max_queue=max_queue,
             timeout_s=timeout_s,
             api_key=api_key or None,
         )
-        app_ = create_app(lambda: Predictor(preset=preset, model_dir=model, llm=llm, device=device), settings)
+        app_ = create_app(
+            lambda: Predictor(
+                preset=preset, model_dir=model, llm=llm, device=device, static_cache=static_cache
+            ),
+            settings,
+        )
     except (EmotionLlamaError, ValueError) as exc:
         _fail(exc)
         return
@@ -650,6 +663,14 @@ def evaluate(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1...")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     max_new_tokens: Annotated[int | None, typer.Option(help="Default: the config's (500).")] = None,
+    labels: Annotated[
+        str,
+        typer.Option(
+            "--labels",
+            help="generate: greedy answers, as the published scores; score: the most probable label "
+            "of the benchmark's set from one forward pass (classification benchmarks; faster).",
+        ),
+    ] = "generate",
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
     resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for classification,
@@ -664,7 +685,9 @@ def evaluate(
         )
 
         bench = get_benchmark(benchmark)
-        predict = model_predict_fn(model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens)
+        predict = model_predict_fn(
+            model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label_mode=labels
+        )
         summary = run_predictions(bench, data, out, predict, batch_size=batch_size, limit=limit)
         console.print(
             f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "

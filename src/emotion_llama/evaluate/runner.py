@@ -231,9 +231,21 @@ def model_predict_fn(
     device: str = "cpu",
     dtype: str = "float32",
     max_new_tokens: int | None = None,
+    label_mode: str = "generate",
 ) -> PredictFn:
     """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
-    features of their folder, and their subtitle (greedy decoding, as the published scores)."""
+    features of their folder, and their subtitle (greedy decoding, as the published scores).
+
+    ``label_mode="score"`` (classification benchmarks only): the answer is the benchmark label the
+    model gives the highest probability, from one forward pass over the prompt
+    (:class:`~emotion_llama.model.scoring.LabelScorer`) instead of a decoding loop; faster, and
+    always a label of the set (greedy answers outside it count as the default class)."""
+    if label_mode not in ("generate", "score"):
+        raise EmotionLlamaError(f"label mode must be 'generate' or 'score', not {label_mode!r}")
+    if label_mode == "score" and spec.kind != "classification":
+        raise EmotionLlamaError(
+            f"{spec.name}: label scoring needs a classification benchmark (it has no labels)"
+        )
     import torch
 
     from emotion_llama.encoders.store import open_store
@@ -246,9 +258,19 @@ def model_predict_fn(
     model = load_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
     cfg = model.config
     processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
-    gen = Generator(
-        model, processor, task=spec.task, instruction=spec.instruction, max_new_tokens=max_new_tokens
-    )
+    gen: Any
+    if label_mode == "score":
+        from emotion_llama.model.scoring import LabelScorer
+
+        scorer = LabelScorer(model, processor, labels=spec.labels, instruction=spec.instruction)
+
+        def gen(inputs: Sequence[ClipInput]) -> list[str]:
+            return [s.label for s in scorer(inputs)]
+
+    else:
+        gen = Generator(
+            model, processor, task=spec.task, instruction=spec.instruction, max_new_tokens=max_new_tokens
+        )
     dims = {
         "local": cfg.features.local_dim,
         "temporal": cfg.features.temporal_dim,
@@ -267,5 +289,6 @@ def model_predict_fn(
             inputs.append(ClipInput(c.subtitle, frame, feats))
         return gen(inputs)
 
-    predict.model_name = f"emotion-llama:{Path(model_dir).name}"  # type: ignore[attr-defined]
+    suffix = " (label scoring)" if label_mode == "score" else ""
+    predict.model_name = f"emotion-llama:{Path(model_dir).name}{suffix}"  # type: ignore[attr-defined]
     return predict

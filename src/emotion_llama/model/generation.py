@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,11 @@ class Generator:
         instruction: str | None = None,
         max_new_tokens: int | None = None,
         do_sample: bool = False,
+        generate_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        """``generate_kwargs`` go to Hugging Face ``generate`` as they are, e.g.
+        ``{"cache_implementation": "static"}`` for a preallocated KV cache (transformers then
+        compiles the decoding step on a GPU: CUDA graphs, no per-token Python overhead)."""
         self.model = model.eval()
         self.processor = processor
         self.task = task
@@ -85,6 +90,7 @@ class Generator:
         cfg = model.config
         self.max_new_tokens = max_new_tokens or cfg.prompt.max_eval_answer_tokens
         self.do_sample = do_sample
+        self.generate_kwargs = dict(generate_kwargs or {})
         self.device = model_device(model)
 
     def __call__(self, clips: Sequence[ClipInput]) -> list[str]:
@@ -92,7 +98,11 @@ class Generator:
             self.processor, clips, task=self.task, instruction=self.instruction, device=self.device
         )
         gen = self.model.config.generation
-        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            **self.generate_kwargs,
+        }
         if self.do_sample:
             kwargs.update(
                 top_p=gen.top_p, temperature=gen.temperature, repetition_penalty=gen.repetition_penalty

@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.serve.jobs import JobItem, JobStore
-from emotion_llama.serve.predictor import Analysis, Predictor
+from emotion_llama.serve.predictor import Analysis, MicroBatcher, Predictor
 from emotion_llama.serve.security import (
     ApiError,
     Form,
@@ -77,6 +77,12 @@ class ServeSettings:
     max_upload_mb: float = 200.0
     #: Predictor calls at once (the predictor itself runs one at a time).
     max_concurrency: int = 1
+    #: Requests for /v1/analyze and chat (not streamed) that arrive together are answered in one
+    #: batch of up to this many (:class:`MicroBatcher`); 1 turns batching off. At least this many
+    #: requests are let through the queue at once, to be batched.
+    max_batch: int = 4
+    #: How long the first request of a batch waits for others, in seconds.
+    batch_wait_s: float = 0.05
     #: Requests waiting for the predictor beyond those; more get 429.
     max_queue: int = 8
     #: Queue wait + predictor time of one request, in seconds; past it, 504.
@@ -467,7 +473,10 @@ class ServeState:
             self.tmp / "uploads", ttl_s=settings.upload_ttl_s, max_total=int(settings.max_stored_mb * 2**20)
         )
         self.jobs = JobStore(settings.max_jobs)
-        self.limiter = Limiter(settings.max_concurrency, settings.max_queue)
+        self.limiter = Limiter(max(settings.max_concurrency, settings.max_batch), settings.max_queue)
+        self.batcher: MicroBatcher | None = None
+        if self.predictor is not None:
+            self._start_batcher(self.predictor)
         self.metrics = Metrics(self)
         self._job_queue: asyncio.Queue[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -491,9 +500,16 @@ class ServeState:
             if self.status == "loading":
                 self.status = "error"
             return
+        self._start_batcher(predictor)
         self.predictor = predictor
         if self.status == "loading":
             self.status = "ok"
+
+    def _start_batcher(self, predictor: Predictor) -> None:
+        if self.settings.max_batch > 1:
+            self.batcher = MicroBatcher(
+                predictor, max_batch=self.settings.max_batch, max_wait_s=self.settings.batch_wait_s
+            )
 
     def begin_shutdown(self) -> None:
         """From now on /v1 answers 503 and waiting requests are released with 503."""
@@ -516,6 +532,8 @@ class ServeState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.limiter.shutdown()
+        if self.batcher is not None:
+            await asyncio.to_thread(self.batcher.close)
         if self._loader is not None and self.predictor is not None:
             self.predictor.close()
         remove_tree(self.tmp)
@@ -636,7 +654,13 @@ class ServeState:
         try:
             predictor = self.require_predictor()
 
+            batcher = self.batcher
+
             def work() -> Analysis:
+                if batcher is not None:
+                    return batcher.analyze(
+                        prepared.path, subtitle=subtitle, question=question, name=prepared.name
+                    )
                 return predictor.analyze(
                     prepared.path, subtitle=subtitle, question=question, name=prepared.name
                 )
