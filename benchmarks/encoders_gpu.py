@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from timing import median_seconds, sync
 from torch import nn
 from transformers import HubertModel, VideoMAEModel, ViTMAEModel
 
@@ -127,31 +127,13 @@ def calls(
     }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_s(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def sequential_row(
     variant: str, fns: dict[str, Callable[[], Any]], b: int, device: torch.device, warmup: int, repeats: int
 ) -> Row:
     row = Row(variant, b)
     total = 0.0
     for name in NAMES:
-        sec = median_s(fns[name], device, warmup, repeats)
+        sec = median_seconds(fns[name], device, repeats, warmup)
         row.ms_per_clip[name] = sec / b * 1e3
         total += sec
     row.clips_per_s = b / total
@@ -175,7 +157,7 @@ def streams_row(
         for stream in streams:
             main.wait_stream(stream)
 
-    sec = median_s(run_all, device, warmup, repeats)
+    sec = median_seconds(run_all, device, repeats, warmup)
     return Row(variant, b, {}, b / sec, "4 streams, timed together")
 
 

@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from timing import median_seconds
 
 from emotion_llama.config import EmotionLlamaConfig, load_config
 from emotion_llama.data.synth import make_synthetic_dataset
@@ -53,24 +52,6 @@ from emotion_llama.model.scoring import LabelScorer
 from emotion_llama.model.tokenizer import load_tokenizer, toy_tokenizer
 from emotion_llama.prompts import LABELS, REASON_INSTRUCTIONS, clean_generation, parse_label_robust
 from emotion_llama.train.data import TrainDataset, read_training_folder
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def tokenizer_for(config: EmotionLlamaConfig, override: str | None) -> tuple[Any, str]:

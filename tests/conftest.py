@@ -141,3 +141,15 @@ def trained_tiny(tmp_path_factory: pytest.TempPathFactory) -> TrainedTiny:
     model.eval()
     clips = [ClipInput(s.subtitle, read_frame(Path(str(s.frame))), s.features) for s in held_out]
     return TrainedTiny(model, proc, clips, [s.target for s in held_out], seconds)
+
+
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test: the tiny model's ops are too small to gain from threads,
+    and two threads on two cores contending with the test runner were several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -44,14 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def _config() -> EmotionLlamaConfig:
     cfg = tiny_config()
     return dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, layout="training"))
-
-
-@pytest.fixture()
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,6 @@ def _config() -> EmotionLlamaConfig:
     # uses the training layout too (the released weights are the ones evaluated on the other).
     cfg = tiny_config()
     return dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, layout="training"))
-
-
-@pytest.fixture()
-def one_thread() -> Iterator[None]:
-    # The tiny model's ops are too small to gain from threads; two threads on two cores
-    # contending with the test runner were several times slower in measurements.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _setup(folder: Path, n: int) -> tuple[EmotionLlamaConfig, EmotionLlamaProcessor]:
