@@ -181,33 +181,54 @@ def _thumbnail(rgb: Any, side: int = 320) -> Any:
 
 
 # -- stage 2: LLM -------------------------------------------------------------------------------------
+def infer_missing_labels(
+    records: list[dict[str, Any]], llm: Any, label_set: tuple[str, ...] = LABELS
+) -> None:
+    """Ask the LLM (one batch) for the label of every record that has none yet (no user label, no
+    AU rule met); ``label_source`` says ``llm`` where it named one."""
+    from emotion_llama.annotate.clues import clue_text
+    from emotion_llama.annotate.reasoning import infer_labels
+
+    need = [i for i, r in enumerate(records) if not r["label"]]
+    if not need:
+        return
+    guessed = infer_labels(llm, [clue_text(records[i]) for i in need], list(label_set))
+    for i, lab in zip(need, guessed, strict=True):
+        records[i]["label"] = lab
+        records[i]["label_source"] = "llm" if lab else None
+
+
+def apply_reasoning(
+    record: dict[str, Any], answer: str, llm_name: str, label_set: tuple[str, ...] = LABELS
+) -> None:
+    """Put one fine-reasoning answer into its record: the text, the label it names, the LLM, and
+    the consistency check against the record's label and AU candidates."""
+    from emotion_llama.annotate.filters import check_consistency
+    from emotion_llama.prompts import parse_label_robust
+
+    record["smp_reason_caption"] = answer.strip() or None
+    record["llm_label"] = parse_label_robust(answer, label_set)
+    record["llm"] = llm_name
+    candidates = [(c["label"], c["share"]) for c in record["candidate_labels"]]
+    reason = check_consistency(record["label"], candidates, answer, label_set)
+    if reason:
+        record["keep"], record["filter_reason"] = False, reason
+
+
 def reason_records(records: list[dict[str, Any]], llm: Any, label_set: tuple[str, ...] = LABELS) -> None:
     """Fill label (LLM where still missing), fine reasoning, LLM label and the consistency check."""
     from emotion_llama.annotate.clues import clue_text
-    from emotion_llama.annotate.filters import check_consistency
-    from emotion_llama.annotate.reasoning import fine_reasoning, infer_labels
-    from emotion_llama.prompts import parse_label_robust
+    from emotion_llama.annotate.reasoning import fine_reasoning
 
-    texts = [clue_text(r) for r in records]
-    need = [i for i, r in enumerate(records) if not r["label"]]
-    if need:
-        guessed = infer_labels(llm, [texts[i] for i in need], list(label_set))
-        for i, lab in zip(need, guessed, strict=True):
-            records[i]["label"] = lab
-            records[i]["label_source"] = "llm" if lab else None
+    infer_missing_labels(records, llm, label_set)
     todo = [i for i, r in enumerate(records) if r["label"]]
     answers = (
-        fine_reasoning(llm, [texts[i] for i in todo], [records[i]["label"] for i in todo]) if todo else []
+        fine_reasoning(llm, [clue_text(records[i]) for i in todo], [records[i]["label"] for i in todo])
+        if todo
+        else []
     )
     for i, answer in zip(todo, answers, strict=True):
-        r = records[i]
-        r["smp_reason_caption"] = answer.strip() or None
-        r["llm_label"] = parse_label_robust(answer, label_set)
-        r["llm"] = llm.name
-        candidates = [(c["label"], c["share"]) for c in r["candidate_labels"]]
-        reason = check_consistency(r["label"], candidates, answer, label_set)
-        if reason:
-            r["keep"], r["filter_reason"] = False, reason
+        apply_reasoning(records[i], answer, llm.name, label_set)
     for r in records:
         if not r["label"]:
             r["keep"], r["filter_reason"] = False, "no label: none given, no AU rule met, the LLM named none"

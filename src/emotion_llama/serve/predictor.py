@@ -264,21 +264,17 @@ class Predictor:
         self, perception: Any, record: dict[str, Any], timings: dict[str, float], question: str | None
     ) -> Iterator[Event]:
         from emotion_llama.annotate.clues import clue_text
-        from emotion_llama.annotate.filters import check_consistency
+        from emotion_llama.annotate.pipeline import apply_reasoning, infer_missing_labels
         from emotion_llama.annotate.reasoning import (
             REASONING_PARAMS,
             fine_conversation,
-            infer_labels,
             question_conversation,
         )
         from emotion_llama.backends.llm import stream_chat
-        from emotion_llama.prompts import LABELS, parse_label_robust
 
         t0 = time.perf_counter()
         text = clue_text(record)
-        if not record["label"] and text.strip():
-            record["label"] = infer_labels(self.llm, [text], list(LABELS))[0]
-            record["label_source"] = "llm" if record["label"] else None
+        infer_missing_labels([record], self.llm)
         p = perception
         yield Event(
             "clues",
@@ -297,14 +293,9 @@ class Predictor:
                 yield Event("delta", piece)
         answer = "".join(pieces).strip() or None
         if not question:
-            record["smp_reason_caption"] = answer
             record["llm"] = self.llm.name
             if answer:
-                record["llm_label"] = parse_label_robust(answer, LABELS)
-                candidates = [(c["label"], c["share"]) for c in record["candidate_labels"]]
-                reason = check_consistency(record["label"], candidates, answer, LABELS)
-                if reason:
-                    record["keep"], record["filter_reason"] = False, reason
+                apply_reasoning(record, answer, self.llm.name)
         timings["llm"] = time.perf_counter() - t0
         yield Event(
             "done",
@@ -466,10 +457,12 @@ class MicroBatcher:
         self._queue.put(None)
         self._worker.join(timeout=30)
 
-    def _next(self, timeout: float | None) -> _Pending | None:
+    def _next(self, timeout: float | None, *, held: bool = True) -> _Pending | None:
+        """The oldest held request (one with another question than the last batch's), else the
+        next from the queue; ``held=False`` reads the queue only."""
         import queue
 
-        if self._held:
+        if held and self._held:
             return self._held.pop(0)
         try:
             return self._queue.get(timeout=timeout)
@@ -489,8 +482,10 @@ class MicroBatcher:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                item = self._next(left)
+                item = self._next(left, held=False)
                 if item is None:
+                    if self._closed:
+                        self._queue.put(None)  # the stop signal, for the loop's next turn
                     break
                 if item.question == first.question:
                     batch.append(item)

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from emotion_llama.encoders.store import atomic_write_bytes
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.checkpoint import WEIGHTS_FILE, load_trainable, read_safetensors, save_pretrained
 from emotion_llama.model.modeling import EmotionLlama
@@ -191,9 +192,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
 
 
 def read_pointer(out_dir: str | Path, which: str = LAST_FILE) -> dict[str, Any] | None:
