@@ -124,7 +124,8 @@ def test_active_aus_and_phrases() -> None:
     assert active_aus(aus) == ["AU12", "AU06", "AU26"]
     assert active_aus(aus, threshold=2.5) == ["AU12"]
     assert expression_phrases(aus) == ["lip corner puller", "cheek raiser", "jaw drop"]
-    assert expression_phrases({"AU99": 4.0, "AU45": 1.5}) == ["blink"]  # unknown codes have no phrase
+    # unknown codes have no phrase; a blink is an event (eye_events), never an expression phrase
+    assert expression_phrases({"AU99": 4.0, "AU45": 4.5}) == []
     assert expression_phrases({}) == []
 
 

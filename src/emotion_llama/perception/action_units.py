@@ -33,6 +33,22 @@ Known limits of the proxy, measured on real faces: the FaceLandmarker bundle sco
 at ~0 on every face tried, smiles included, so AU06 also takes the eye squint (the cheek raiser's
 visible effect on the eyes) and cannot be told from AU07; a squinting smile also raises
 ``eyeBlink`` (AU45). Treat the values as proxies, not FACS codings.
+
+Landmark geometry (:func:`face_geometry`) corrects the two proxies that failed on real faces
+(hand labels in ``tests/data/au_hand_labels.csv``; agreement table in ``docs/perception.md``):
+
+* **AU04 brow lowerer**: ``browDown`` stays near 0 on a crying face whose brows are visibly knit,
+  so AU04 is the larger of the blendshape value and a geometric one, from the height of the brows
+  above the line through the eye corners divided by the inter-ocular distance:
+  ``5 * (BROW_NEUTRAL - height) / BROW_SPAN`` clipped to 0..5, with ``BROW_NEUTRAL`` = 0.295
+  (neutral and smiling faces read 0.29-0.33) and ``BROW_SPAN`` = 0.07 (the posed anger photo reads
+  0.216, the crying frames 0.23-0.27).
+* **Eye closure**: ``eyeBlink`` reads 0.6-0.9 over whole stretches of some videos, so a level of
+  AU45 would fill the timeline. The eyes' openness is measured instead (lid gap over eye width,
+  both eyes averaged: 0.25-0.41 open, below 0.13 shut) and turned into *events*
+  (:func:`eye_events`): blinks (closures shorter than ``CLOSURE_MIN_S`` = 1 s) counted as a rate,
+  and closures that last, reported with their times. AU45 stays in the timeline for the plot but is
+  never an expression phrase and never counts towards the peak frame.
 """
 
 from __future__ import annotations
@@ -104,6 +120,85 @@ BLENDSHAPE_TO_AU: dict[str, tuple[tuple[str, float], ...]] = {
 AU_MAX = 5.0
 ACTIVE_THRESHOLD = 1.0
 
+#: AUs that are not expressions of their own: blinks are events (:func:`eye_events`), not levels.
+EVENT_AUS: frozenset[str] = frozenset({"AU45"})
+
+# -- landmark geometry (FaceMesh indices; "image-left" = the person's right) -----------------------
+_EYE_OUTER = (33, 263)
+_EYE_CORNERS = (33, 133, 362, 263)
+_BROWS = (105, 66, 107, 334, 296, 336)  # upper brow points, middle to inner, both sides
+_LIDS = ((159, 145, 33, 133), (386, 374, 362, 263))  # upper lid, lower lid, eye corners
+
+#: Brow height (above the eye-corner line, in inter-ocular distances) of a face without AU04.
+BROW_NEUTRAL = 0.295
+#: How far below ``BROW_NEUTRAL`` the brows are at full AU04 intensity (5).
+BROW_SPAN = 0.07
+#: Eye openness (lid gap over eye width) below which the eyes count as shut.
+EYES_CLOSED_BELOW = 0.13
+#: A closure at least this long is "eyes closed", shorter ones are blinks.
+CLOSURE_MIN_S = 1.0
+#: Blinks per minute from which the blinking is called frequent (resting adults blink about 17 times
+#: a minute, about 26 in conversation: Bentivoglio et al. 1997, Movement Disorders 12(6)).
+FREQUENT_BLINKS_PER_MIN = 35.0
+#: Seconds of face needed before a blink rate means anything.
+MIN_FACE_S_FOR_RATE = 5.0
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """Pose-robust measures of one face from its landmarks (2-D, roll removed, scaled by the
+    inter-ocular distance)."""
+
+    #: Mean height of the brows above the line through the eye corners.
+    brow_height: float
+    #: Lid gap over eye width (the "eye aspect ratio"), both eyes averaged.
+    eye_openness: float
+
+
+def face_geometry(landmarks: np.ndarray) -> FaceGeometry | None:
+    """Brow height and eye openness of a face from its 478 FaceMesh landmarks; ``None`` when the
+    landmarks are not a full mesh or degenerate."""
+    lm = np.asarray(landmarks, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] < 478 or lm.shape[1] < 2 or not np.isfinite(lm[:, :2]).all():
+        return None
+    p = lm[:, :2]
+    axis = p[_EYE_OUTER[1]] - p[_EYE_OUTER[0]]
+    iod = float(np.hypot(*axis))
+    if iod <= 1e-6:
+        return None
+    c, s = axis / iod
+    # rotate so the eye line is horizontal, then scale by the inter-ocular distance (image y grows down)
+    q = (p - p[list(_EYE_OUTER)].mean(axis=0)) @ np.array([[c, -s], [s, c]]) / iod
+    eye_y = float(q[list(_EYE_CORNERS), 1].mean())
+    brow = eye_y - float(q[list(_BROWS), 1].mean())
+    openness = []
+    for up, low, a, b in _LIDS:
+        width = float(np.hypot(*(q[b] - q[a])))
+        openness.append(float(np.hypot(*(q[up] - q[low]))) / width if width > 1e-6 else 0.0)
+    return FaceGeometry(brow_height=brow, eye_openness=float(np.mean(openness)))
+
+
+def brow_lowerer_from_geometry(brow_height: float) -> float:
+    """AU04 intensity (0..5) from the brow height (see the module docstring)."""
+    return float(min(AU_MAX, max(0.0, AU_MAX * (BROW_NEUTRAL - brow_height) / BROW_SPAN)))
+
+
+def aus_from_face(blendshapes: Mapping[str, float], landmarks: np.ndarray | None = None) -> dict[str, float]:
+    """The 18 AU intensities of one face: :func:`aus_from_blendshapes`, with AU04 raised to its
+    geometric value where the landmarks show lowered brows that the blendshapes miss."""
+    aus = aus_from_blendshapes(blendshapes)
+    if landmarks is not None:
+        geo = face_geometry(landmarks)
+        if geo is not None:
+            aus["AU04"] = max(aus["AU04"], brow_lowerer_from_geometry(geo.brow_height))
+    return aus
+
+
+def eye_openness_of(landmarks: np.ndarray | None) -> float:
+    """Eye openness of a face, NaN without usable landmarks."""
+    geo = face_geometry(landmarks) if landmarks is not None else None
+    return float("nan") if geo is None else geo.eye_openness
+
 
 def aus_from_blendshapes(blendshapes: Mapping[str, float]) -> dict[str, float]:
     """All 18 AU intensities (0..5, in :data:`AU_NAMES` order) from blendshape scores; a blendshape
@@ -129,6 +224,9 @@ class AUTimeline:
     presence: np.ndarray | None  # (T, K) bool (OpenFace AUxx_c), None when not available
     face_found: np.ndarray  # (T,) bool
     source: str  # "mediapipe-blendshapes" or "openface"
+    #: (T,) eye openness from the landmarks (NaN without a face); ``None`` for sources without
+    #: landmarks (OpenFace CSVs): blinks then come from AU45 (see :func:`eye_events`).
+    eye_openness: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.times = np.asarray(self.times, dtype=np.float64).reshape(-1)
@@ -144,6 +242,12 @@ class AUTimeline:
             raise EmotionLlamaError(
                 f"AUTimeline: face_found has {self.face_found.shape[0]} entries, expected {t}"
             )
+        if self.eye_openness is not None:
+            self.eye_openness = np.asarray(self.eye_openness, dtype=np.float32).reshape(-1)
+            if self.eye_openness.shape != (t,):
+                raise EmotionLlamaError(
+                    f"AUTimeline: eye_openness has {self.eye_openness.shape[0]} entries, expected {t}"
+                )
         if self.presence is not None:
             self.presence = np.asarray(self.presence, dtype=bool)
             if self.presence.shape != (t, k):
@@ -172,6 +276,9 @@ class AUTimeline:
             "face_found": [bool(f) for f in self.face_found],
             "intensity": [[cell(v) for v in row] for row in self.intensity.tolist()],
             "presence": None if self.presence is None else self.presence.astype(bool).tolist(),
+            "eye_openness": None
+            if self.eye_openness is None
+            else [cell(v) for v in self.eye_openness.tolist()],
         }
 
     @classmethod
@@ -181,6 +288,7 @@ class AUTimeline:
             names = list(data["names"])
             rows = [[np.nan if v is None else float(v) for v in row] for row in data["intensity"]]
             presence = data.get("presence")
+            openness = data.get("eye_openness")
             return cls(
                 times=np.asarray(data["times"], dtype=np.float64),
                 names=names,
@@ -188,6 +296,9 @@ class AUTimeline:
                 presence=None if presence is None else np.asarray(presence, dtype=bool),
                 face_found=np.asarray(data["face_found"], dtype=bool),
                 source=str(data.get("source", "unknown")),
+                eye_openness=None
+                if openness is None
+                else np.asarray([np.nan if v is None else float(v) for v in openness], dtype=np.float32),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise EmotionLlamaError(f"AU timeline record: malformed ({type(exc).__name__}: {exc})") from None
@@ -290,7 +401,8 @@ def read_openface_csv(path: str | Path) -> AUTimeline:
 def peak_index(tl: AUTimeline, variant: str = "sum", top_k: int = 5) -> int | None:
     """The peak frame (SPEC 6.2), ``None`` when no frame has a face.
 
-    ``"sum"``: the largest sum of all AU intensities (what the authors say they ran).
+    ``"sum"``: the largest sum of all AU intensities (what the authors say they ran), blinks
+    (:data:`EVENT_AUS`) left out: a frame with shut eyes is not the expression's apex.
     ``"frequent"``: the paper's description: keep the clip's ``top_k`` most frequently active AUs
     (active: intensity >= 1.0, or OpenFace presence when the timeline has it; ties by mean
     intensity), then the largest sum of those. When no AU is ever active it falls back to all AUs.
@@ -304,7 +416,7 @@ def peak_index(tl: AUTimeline, variant: str = "sum", top_k: int = 5) -> int | No
     if not face.any():
         return None
     values = np.nan_to_num(tl.intensity.astype(np.float64), nan=0.0)
-    columns = np.arange(len(tl.names))
+    columns = np.asarray([k for k, n in enumerate(tl.names) if n not in EVENT_AUS], dtype=int)
     if variant == "frequent":
         if tl.presence is not None:
             active = tl.presence.astype(bool)
@@ -313,7 +425,7 @@ def peak_index(tl: AUTimeline, variant: str = "sum", top_k: int = 5) -> int | No
                 active = tl.intensity >= ACTIVE_THRESHOLD
         counts = active[face].sum(axis=0)
         means = values[face].mean(axis=0)
-        order = sorted(columns, key=lambda k: (-counts[k], -means[k], k))
+        order = sorted(columns.tolist(), key=lambda k: (-counts[k], -means[k], k))
         chosen = [k for k in order if counts[k] > 0][:top_k]
         if chosen:
             columns = np.asarray(chosen)
@@ -328,9 +440,206 @@ def active_aus(intensities: Mapping[str, float], threshold: float = ACTIVE_THRES
     return [a for a, v in sorted(items, key=lambda av: (-av[1], av[0])) if v >= threshold]
 
 
-def expression_phrases(intensities: Mapping[str, float], threshold: float = ACTIVE_THRESHOLD) -> list[str]:
-    """The phrases of the active AUs, strongest first, e.g. ``["lip corner puller", "cheek raiser"]``."""
-    return [AU_NAMES[a] for a in active_aus(intensities, threshold) if a in AU_NAMES]
+#: An AU is an expression at the peak only when it rises this far (0..5 scale) above the clip's own
+#: baseline; a level the face holds all clip long (a resting offset of the proxy) says nothing.
+MIN_RISE = 0.5
+#: The clip's baseline of an AU: this percentile of its intensity over the frames with a face.
+BASELINE_PERCENTILE = 10.0
+#: Frames with a face needed for a baseline (2 s at the default 10 analysed frames per second).
+MIN_BASELINE_FRAMES = 20
+#: Below this spread (largest per-AU standard deviation) the face never moves: a still picture, whose
+#: baseline would equal its peak. Such clips are judged on their levels alone.
+STILL_FACE_SD = 0.05
+
+
+def au_baseline(tl: AUTimeline) -> dict[str, float] | None:
+    """Per-AU baseline of a clip (:data:`BASELINE_PERCENTILE` over the frames with a face), or
+    ``None`` when the clip cannot have one: fewer than :data:`MIN_BASELINE_FRAMES` face frames, or a
+    face that never moves (a still picture made into a video)."""
+    face = tl.face_found.astype(bool)
+    if int(face.sum()) < MIN_BASELINE_FRAMES:
+        return None
+    values = tl.intensity[face].astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return None
+    with np.errstate(invalid="ignore"):
+        spread = np.nanstd(np.where(finite, values, np.nan), axis=0)
+    if not np.isfinite(spread).any() or float(np.nanmax(spread)) < STILL_FACE_SD:
+        return None
+    out: dict[str, float] = {}
+    for k, name in enumerate(tl.names):
+        col = values[finite[:, k], k]
+        if col.size:
+            out[name] = float(np.percentile(col, BASELINE_PERCENTILE))
+    return out
+
+
+def expressed_aus(
+    intensities: Mapping[str, float],
+    baseline: Mapping[str, float] | None = None,
+    threshold: float = ACTIVE_THRESHOLD,
+    min_rise: float = MIN_RISE,
+) -> list[str]:
+    """The AUs that are an expression in this frame, strongest first: at or above ``threshold``,
+    not an event AU (blinks), and, with a ``baseline``, at least ``min_rise`` above it."""
+    out = []
+    for au in active_aus(intensities, threshold):
+        if au in EVENT_AUS:
+            continue
+        if baseline is not None and au in baseline and float(intensities[au]) - baseline[au] < min_rise:
+            continue
+        out.append(au)
+    return out
+
+
+def expression_phrases(
+    intensities: Mapping[str, float],
+    threshold: float = ACTIVE_THRESHOLD,
+    baseline: Mapping[str, float] | None = None,
+) -> list[str]:
+    """The phrases of :func:`expressed_aus`, e.g. ``["lip corner puller", "cheek raiser"]``."""
+    return [AU_NAMES[a] for a in expressed_aus(intensities, baseline, threshold) if a in AU_NAMES]
+
+
+# -- eye events -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EyeEvents:
+    """Blinks and closures of a clip's main face."""
+
+    #: Closures shorter than :data:`CLOSURE_MIN_S`.
+    blinks: int
+    #: Blinks per minute of face time; ``None`` with less than :data:`MIN_FACE_S_FOR_RATE` of face.
+    blinks_per_min: float | None
+    #: ``(start_s, end_s)`` of the closures that lasted at least :data:`CLOSURE_MIN_S`.
+    closures: tuple[tuple[float, float], ...]
+    #: Seconds with a face (analysed frames times the frame interval).
+    face_s: float
+    #: ``"landmarks"`` (eye openness) or ``"AU45"`` (an OpenFace timeline, closed at AU45 >= 2.5).
+    source: str
+
+    @property
+    def closed_s(self) -> float:
+        return float(sum(b - a for a, b in self.closures))
+
+    def closed_at(self, t: float) -> bool:
+        """Whether ``t`` falls inside one of the lasting closures."""
+        return any(a - 1e-6 <= t <= b + 1e-6 for a, b in self.closures)
+
+    def phrases(self) -> list[str]:
+        """Eye phrases for the clues: "eyes closed" when a closure lasted, "frequent blinking" when
+        the rate is high; nothing for ordinary blinking."""
+        out = []
+        if self.closures:
+            out.append("eyes closed")
+        if self.blinks_per_min is not None and self.blinks_per_min >= FREQUENT_BLINKS_PER_MIN:
+            out.append("frequent blinking")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "blinks": self.blinks,
+            "blinks_per_min": None if self.blinks_per_min is None else round(self.blinks_per_min, 1),
+            "closures_s": [[round(a, 2), round(b, 2)] for a, b in self.closures],
+            "closed_s": round(self.closed_s, 2),
+            "face_s": round(self.face_s, 2),
+            "source": self.source,
+        }
+
+
+def eye_events(
+    tl: AUTimeline, closed_below: float = EYES_CLOSED_BELOW, closure_min_s: float = CLOSURE_MIN_S
+) -> EyeEvents | None:
+    """Blinks and lasting closures from the eye openness (or, for OpenFace timelines, AU45 >= 2.5);
+    ``None`` without a face or without either signal.
+
+    A closure is a run of consecutive face frames with shut eyes; it lasts from its first frame to
+    one frame interval after its last (so one shut frame at 10 fps is a 0.1 s blink). At 10 analysed
+    frames per second blinks under 100 ms can fall between frames: the rate is a lower bound."""
+    face = tl.face_found.astype(bool)
+    if not face.any() or len(tl) == 0:
+        return None
+    if tl.eye_openness is not None:
+        with np.errstate(invalid="ignore"):
+            shut = face & np.isfinite(tl.eye_openness) & (tl.eye_openness < closed_below)
+        source = "landmarks"
+    elif "AU45" in tl.names:
+        col = tl.intensity[:, tl.names.index("AU45")]
+        with np.errstate(invalid="ignore"):
+            shut = face & np.isfinite(col) & (col >= 2.5)
+        source = "AU45"
+    else:
+        return None
+    times = tl.times
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 0.1
+    step = step if step > 0 else 0.1
+    blinks = 0
+    closures: list[tuple[float, float]] = []
+    k = 0
+    n = len(times)
+    while k < n:
+        if not shut[k]:
+            k += 1
+            continue
+        j = k
+        while j + 1 < n and shut[j + 1]:
+            j += 1
+        start, end = float(times[k]), float(times[j]) + step
+        if end - start >= closure_min_s - 1e-9:
+            closures.append((start, end))
+        else:
+            blinks += 1
+        k = j + 1
+    face_s = float(face.sum()) * step
+    rate = 60.0 * blinks / face_s if face_s >= MIN_FACE_S_FOR_RATE else None
+    return EyeEvents(blinks, rate, tuple(closures), face_s, source)
+
+
+# -- the cry face -----------------------------------------------------------------------------------
+#: Share of a lasting closure's face frames with AU04 present (>= 0.8) that makes it a cry face.
+CRY_AU04_SHARE = 1 / 3
+
+
+def cry_episodes(tl: AUTimeline, threshold: float = 0.8) -> list[tuple[float, float]]:
+    """The cry face: lasting eye closures (:func:`eye_events`) during which AU04 is at or above
+    ``threshold`` in at least :data:`CRY_AU04_SHARE` of the face frames (brows lowered, eyes
+    squeezed shut: Oster's infant "cry face", Darwin's grief muscles). ``(start_s, end_s)`` each."""
+    eyes = eye_events(tl)
+    if eyes is None or not eyes.closures or "AU04" not in tl.names:
+        return []
+    au04 = tl.intensity[:, tl.names.index("AU04")].astype(np.float64)
+    face = tl.face_found.astype(bool)
+    out = []
+    for a, b in eyes.closures:
+        inside = face & (tl.times >= a - 1e-6) & (tl.times < b - 1e-6)
+        if inside.any():
+            with np.errstate(invalid="ignore"):
+                share = float((au04[inside] >= threshold).mean())
+            if share >= CRY_AU04_SHARE - 1e-9:
+                out.append((a, b))
+    return out
+
+
+def correct_cry_face(tl: AUTimeline) -> AUTimeline:
+    """The timeline with the smile proxy corrected in cry-face episodes: MediaPipe's ``mouthSmile``
+    fires on the sideways lip stretch of a crying mouth (hand labels: every crying frame with a
+    visible mouth has the lips stretched, none has the corners pulled up), so there AU12's value
+    moves to AU20 (lip stretcher) and AU12 becomes 0. Unchanged (the same object) without an
+    episode or without those columns."""
+    episodes = cry_episodes(tl)
+    if not episodes or "AU12" not in tl.names or "AU20" not in tl.names:
+        return tl
+    inside = np.zeros(len(tl), dtype=bool)
+    for a, b in episodes:
+        inside |= (tl.times >= a - 1e-6) & (tl.times < b - 1e-6)
+    inside &= tl.face_found.astype(bool)
+    values = tl.intensity.copy()
+    k12, k20 = tl.names.index("AU12"), tl.names.index("AU20")
+    values[inside, k20] = np.fmax(values[inside, k20], values[inside, k12])
+    values[inside, k12] = 0.0
+    return AUTimeline(
+        tl.times, list(tl.names), values, tl.presence, tl.face_found, tl.source, tl.eye_openness
+    )
 
 
 # -- plot -------------------------------------------------------------------------------------------

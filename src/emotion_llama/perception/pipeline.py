@@ -54,13 +54,20 @@ class Perception:
 
     def record(self) -> dict[str, Any]:
         """The JSON-friendly perception record (clues), without the pixel and audio arrays."""
-        from emotion_llama.perception.action_units import AU_NAMES, active_aus, expression_phrases
+        from emotion_llama.perception.action_units import (
+            AU_NAMES,
+            au_baseline,
+            expressed_aus,
+            eye_events,
+        )
 
         peak_aus: dict[str, float] = {}
         if self.peak is not None:
             row = self.timeline.intensity[self.peak]
             peak_aus = {n: round(float(v), 3) for n, v in zip(self.timeline.names, row, strict=True)}
-        active = active_aus(peak_aus) if peak_aus else []
+        baseline = au_baseline(self.timeline)
+        active = expressed_aus(peak_aus, baseline) if peak_aus else []
+        eyes = eye_events(self.timeline)
         return {
             "name": self.name,
             "source": self.source,
@@ -72,9 +79,11 @@ class Perception:
                 "time_s": self.peak_time,
                 "aus": peak_aus,
                 "active_aus": active,
-                "phrases": expression_phrases(peak_aus) if peak_aus else [],
+                "phrases": [AU_NAMES[a] for a in active if a in AU_NAMES],
                 "au_names": {a: AU_NAMES[a] for a in active},
+                "baseline": None if baseline is None else {k: round(v, 3) for k, v in baseline.items()},
             },
+            "eyes": None if eyes is None else {**eyes.to_dict(), "phrases": eyes.phrases()},
             "global_frame_time_s": self.global_frame_time,
             "transcript": None if self.transcript is None else self.transcript.to_dict(),
             "missing": self.missing,
@@ -152,7 +161,7 @@ def perceive(
 
     from emotion_llama.media.audio import NoAudioError, load_audio
     from emotion_llama.media.video import iter_frames, probe_video, read_frames_at
-    from emotion_llama.perception.action_units import aus_from_blendshapes, peak_index
+    from emotion_llama.perception.action_units import EVENT_AUS, aus_from_face, peak_index
     from emotion_llama.perception.faces import align_face, select_main_face
 
     path = Path(video)
@@ -197,10 +206,12 @@ def perceive(
         if found:
             # The largest face stands in for the main one until the tracks are known; the peak is
             # recomputed on the main face's timeline below.
-            au = aus_from_blendshapes(max(found, key=_area).blendshapes)
+            largest = max(found, key=_area)
+            au = aus_from_face(largest.blendshapes, largest.landmarks)
             au_rows.append(au)
-            if sum(au.values()) > best_sum:  # the running peak: its frame is kept, one at a time
-                best_sum, best_pos, best_frame = sum(au.values()), pos, f.rgb
+            total = sum(v for k, v in au.items() if k not in EVENT_AUS)  # as peak_index sums
+            if total > best_sum:  # the running peak: its frame is kept, one at a time
+                best_sum, best_pos, best_frame = total, pos, f.rgb
         else:
             au_rows.append(None)
     if not times:
@@ -307,24 +318,35 @@ def _rescale_face(face: Any, factor: float) -> Any:
 
 
 def _timeline(times: list[float], main: list[Any]) -> Any:
-    from emotion_llama.perception.action_units import AU_NAMES, AUTimeline, aus_from_blendshapes
+    from emotion_llama.perception.action_units import (
+        AU_NAMES,
+        AUTimeline,
+        aus_from_face,
+        correct_cry_face,
+        eye_openness_of,
+    )
 
     names = list(AU_NAMES)
     inten = np.full((len(times), len(names)), np.nan, dtype=np.float32)
     found = np.zeros(len(times), dtype=bool)
+    openness = np.full(len(times), np.nan, dtype=np.float32)
     for i, face in enumerate(main):
         if face is None:
             continue
-        au = aus_from_blendshapes(face.blendshapes)
+        au = aus_from_face(face.blendshapes, face.landmarks)
         inten[i] = [au.get(n, 0.0) for n in names]
+        openness[i] = eye_openness_of(face.landmarks)
         found[i] = True
-    return AUTimeline(
-        times=np.asarray(times, dtype=np.float64),
-        names=names,
-        intensity=inten,
-        presence=None,
-        face_found=found,
-        source="mediapipe-blendshapes",
+    return correct_cry_face(
+        AUTimeline(
+            times=np.asarray(times, dtype=np.float64),
+            names=names,
+            intensity=inten,
+            presence=None,
+            face_found=found,
+            source="mediapipe-blendshapes",
+            eye_openness=openness,
+        )
     )
 
 
