@@ -171,6 +171,9 @@ class WhisperTranscriber:
                 end = min(max(float(w.end), start), duration)
                 words.append(Word(text=text, start=start, end=end, probability=float(w.probability)))
         text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
+        if not any(ch.isalnum() for ch in text):
+            # on faint noise Whisper may "hear" only punctuation (". . . ."): nothing was said
+            text, words = "", []
         return Transcript(text=text, language=info.language or self.language, words=words, source=self.source)
 
 
