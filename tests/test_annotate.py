@@ -216,8 +216,12 @@ def test_analyze_clue_pipeline_and_full_model(videos, tmp_path, tiny_config):
         "contempt",
         "doubt",
     )
-    assert res["clues"]["peak_AU_list"] and "AU12" in res["clues"]["peak_AU_list"]  # she smiles
+    # the video's first 2.5 s: she cries, eyes shut and brows knit (the cry face, not a smile)
+    assert res["clues"]["peak_AU_list"] and "AU12" not in res["clues"]["peak_AU_list"]
+    assert "eyes closed" in res["clues"]["visual_prior_list"]
     assert "best day" in res["clues"]["subtitle"].lower()
+    # the happy words disagree with the crying face: flagged
+    assert res["clues"]["conflict"] and "words say happy" in res["clues"]["conflict_reason"]
     assert (tmp_path / "a.au.png").read_bytes()[:4] == b"\x89PNG"
     from emotion_llama.model.builder import build_model
     from emotion_llama.model.checkpoint import save_pretrained
@@ -238,7 +242,7 @@ def test_analyze_clue_pipeline_and_full_model(videos, tmp_path, tiny_config):
     assert [b["name"] for b in both] == ["clip_1", "clip_2"]
     assert all("model_answer" in b["clues"] for b in both)
     # the second clip costs no reload: its timings hold perception, encoders and model only
-    assert set(both[1]["timings_s"]) == {"perception", "encoders", "model"}
+    assert set(both[1]["timings_s"]) == {"perception", "clues", "encoders", "model"}
 
 
 @pytest.mark.parametrize(

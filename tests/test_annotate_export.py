@@ -32,7 +32,7 @@ XSS = "<script>alert('x')</script>"
 
 def _record(name: str, **over: Any) -> dict[str, Any]:
     rec: dict[str, Any] = {
-        "schema": "emotion-llama-merr/1",
+        "schema": "emotion-llama-merr/2",
         "name": name,
         "source": f"/videos/{name}.mp4",
         "label": "happy",
@@ -60,6 +60,18 @@ def _record(name: str, **over: Any) -> dict[str, Any]:
         "missing": [],
         "peak_frame": f"frames/{name}.jpg",
         "au_timeline_png": None,
+        "eyes": {"blinks": 2, "blinks_per_min": None, "closures_s": [], "closed_s": 0.0},
+        "modalities": {
+            "face": {"label": "happy", "confidence": 0.67},
+            "voice": None,
+            "words": {"label": "happy", "confidence": 0.6},
+        },
+        "conflict": False,
+        "conflict_reason": None,
+        "reasoning_source": "llm",
+        "faithfulness": {"ok": True, "source": "llm", "attempts": 1, "first_answer_ok": True},
+        "rejected_reasoning": [],
+        "model_answer": None,
     }
     rec.update(over)
     return rec

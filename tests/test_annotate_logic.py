@@ -179,18 +179,26 @@ def test_clue_text_lines_in_order_and_absent_ones_left_out():
         "candidate_labels": [["happy", 2 / 3], ("contempt", 0.5)],
     }
     assert clue_text(record) == (
-        "Visual expression: lip corner puller, cheek raiser\n"
-        "Visual objective: a man in a suit\n"
-        "Audio tone: bright and lively\n"
-        "Subtitle: I did it!\n"
-        "Candidate labels from facial action units: happy (67% of its AUs), contempt (50% of its AUs)"
+        "- Visual expression: lip corner puller, cheek raiser\n"
+        "- Visual objective: a man in a suit\n"
+        "- Audio tone: bright and lively\n"
+        "- Subtitle: I did it!\n"
+        "- Candidate labels from facial action units: happy (67% of its AUs), contempt (50% of its AUs)"
     )
-    short = {"visual_expression": "blink", "visual_objective": None, "subtitle": "", "candidate_labels": []}
-    assert clue_text(short) == "Visual expression: blink"
+    short = {
+        "visual_expression": "eyes closed",
+        "visual_objective": None,
+        "subtitle": "",
+        "candidate_labels": [],
+    }
+    assert clue_text(short) == "- Visual expression: eyes closed"
     assert clue_text({"subtitle": " ", "audio_tone": None}) == ""
     # the pipeline stores candidates as dicts; bare names carry no share
     stored = {"candidate_labels": [{"label": "surprise", "share": 0.75}, "fear"]}
-    assert clue_text(stored) == "Candidate labels from facial action units: surprise (75% of its AUs), fear"
+    assert clue_text(stored) == "- Candidate labels from facial action units: surprise (75% of its AUs), fear"
+    # a conflict between the modalities is a clue of its own
+    torn = {"subtitle": "my grandmother died", "conflict": True, "conflict_reason": "the face says happy"}
+    assert clue_text(torn) == "- Subtitle: my grandmother died\n- Conflict: the face says happy"
     with pytest.raises(EmotionLlamaError):
         clue_text({"candidate_labels": [["happy", "lots"]]})
     with pytest.raises(EmotionLlamaError):
@@ -205,7 +213,8 @@ def test_fine_prompts_byte_exact():
     )
     assert fine_prompt("Subtitle: hi\n", "happy") == (
         "Subtitle: hi\nPlease sort out the correct emotional clues and infer why the person in the video "
-        "feels happy."
+        "feels happy.\nUse only the clues listed above. Do not mention any facial movement, tone of voice, "
+        "sound or words that are not in the list."
     )
     with pytest.raises(EmotionLlamaError):
         fine_prompt("Subtitle: hi", "")
@@ -239,7 +248,7 @@ class ScriptedLLM:
 
     @staticmethod
     def _answer(prompt: str) -> str:
-        feels = re.search(r"feels (\w+)\.$", prompt)
+        feels = re.search(r"feels (\w+)\.$", prompt, re.M)
         if feels:
             return f"  The raised cheeks and the lively tone show joy, so the person feels {feels.group(1)}. "
         subtitle = re.search(r"^Subtitle: (.*)$", prompt, re.M)

@@ -93,6 +93,17 @@ SOURCES: dict[str, Source] = {
             note="sha256 is that of model.bin; the folder holds the config, tokenizer and vocabulary",
         ),
         Source(
+            "nrc_emotion_lexicon",
+            "NRC Emotion Lexicon (Mohammad & Turney 2013): word -> anger, anticipation, disgust, fear, "
+            "joy, sadness, surprise, trust, positive, negative; the words' emotion vote",
+            url="https://saifmohammad.com/WebDocs/Lexicons/NRC-Emotion-Lexicon.zip",
+            sha256="437a177fdb118b330516de72fe4bb6919c53a6d5f772a6ee3bb835c0912066b0",
+            offline_package=("nrclex==4.1.0", "nrclex/data/nrc_en.json"),
+            note="sha256 is that of the offline JSON; from the official zip pass the word-level "
+            "file (NRC-Emotion-Lexicon-Wordlevel-v0.92.txt) as the lexicon path. Free for research; "
+            "commercial use needs the NRC's licence",
+        ),
+        Source(
             "mae_large",
             "MAE ViT-L/16 (public alternative to the authors' face-trained MAE)",
             hub_repo="facebook/vit-mae-large",

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from emotion_llama.errors import EmotionLlamaError
-from emotion_llama.perception.action_units import ACTIVE_THRESHOLD, AUTimeline
+from emotion_llama.perception.action_units import ACTIVE_THRESHOLD, EVENT_AUS, AUTimeline
 
 #: AU combinations per label (SPEC 6 step 4, the same group's later tooling). ``disgust`` is kept
 #: although MERR dropped the label, so a pipeline can see (and drop) such clips itself.
@@ -38,6 +39,14 @@ AU_LABEL_RULES: dict[str, tuple[str, ...]] = {
     "worried": ("AU28", "AU20"),
     "disgust": ("AU09", "AU15"),
 }
+
+#: AUs whose presence rules a label out, whatever else the face shows: a smile with lowered brows is
+#: not an enjoyment smile (Ekman, Davidson & Friesen 1990), and MediaPipe's smile score also fires on
+#: the sideways lip stretch of a crying face, whose brows are lowered.
+AU_LABEL_EXCLUSIONS: dict[str, tuple[str, ...]] = {"happy": ("AU04",)}
+
+#: The cry face (:func:`~emotion_llama.perception.action_units.cry_episodes`) reads ``sad`` with
+#: share 1.0 in its frames; ``happy`` is not a candidate there.
 
 #: SPEC 6 step 4: an AU counts as present at this intensity (OpenFace 0..5 scale).
 LABEL_AU_THRESHOLD = 0.8
@@ -57,6 +66,8 @@ def candidate_labels(
     intensities: Mapping[str, float],
     threshold: float = LABEL_AU_THRESHOLD,
     min_share: float = LABEL_MIN_SHARE,
+    *,
+    cry: bool = False,
 ) -> list[tuple[str, float]]:
     """The labels the AUs of one frame speak for, as ``(label, share)``, strongest first.
 
@@ -69,6 +80,11 @@ def candidate_labels(
 
     AUs a source only detects (OpenFace has AU28 as presence ``AU28_c`` without an intensity) must
     be passed with an intensity at or above ``threshold`` when present, or they never count.
+
+    A label is left out when an AU of :data:`AU_LABEL_EXCLUSIONS` is present (``happy`` with the
+    brows lowered). ``cry``: the frame lies in a cry-face episode (see
+    :func:`~emotion_llama.perception.action_units.cry_episodes`):
+    ``sad`` leads with share 1.0 and ``happy`` is left out.
     """
     if not math.isfinite(threshold):
         raise EmotionLlamaError(f"candidate_labels: threshold {threshold} must be a finite number")
@@ -78,16 +94,96 @@ def candidate_labels(
     present = {au for au, v in values.items() if v >= threshold}
     scored: list[tuple[float, float, int, str]] = []
     for order, (label, aus) in enumerate(AU_LABEL_RULES.items()):
+        if any(au in present for au in AU_LABEL_EXCLUSIONS.get(label, ())):
+            continue
+        if cry and label in ("happy", "sad"):
+            continue
         share = sum(au in present for au in aus) / len(aus)
         if share >= min_share:
             mean = sum(values.get(au, 0.0) for au in aus) / len(aus)
             scored.append((-share, -mean, order, label))
     scored.sort()
-    return [(label, -neg_share) for neg_share, _, _, label in scored]
+    out = [(label, -neg_share) for neg_share, _, _, label in scored]
+    return [("sad", 1.0), *out] if cry else out
+
+
+def in_episodes(t: float, episodes: Sequence[tuple[float, float]]) -> bool:
+    return any(a - 1e-6 <= t < b - 1e-6 for a, b in episodes)
+
+
+@dataclass(frozen=True)
+class FaceVote:
+    """What the face says over the whole clip."""
+
+    label: str | None
+    #: Sum of the winning label's share over the frames it leads, over the frames with a face (0..1).
+    confidence: float
+    #: Share of the face frames each label leads (labels that never lead left out).
+    frames: dict[str, float]
+    #: The expression phrases behind the vote (the peak frame's, or the cry face's).
+    evidence: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 3),
+            "frames": {k: round(v, 3) for k, v in self.frames.items()},
+            "evidence": list(self.evidence),
+        }
+
+
+#: The face votes ``neutral`` when at least this share of its frames shows no AU pattern at all.
+NEUTRAL_FACE_SHARE = 0.8
+#: Confidence of a neutral face vote (an absence of evidence is weak evidence).
+NEUTRAL_FACE_CONFIDENCE = 0.3
+
+
+def face_vote(
+    tl: AUTimeline,
+    labels: Sequence[str],
+    threshold: float = LABEL_AU_THRESHOLD,
+    min_share: float = LABEL_MIN_SHARE,
+) -> FaceVote | None:
+    """The face's label over the clip, by a vote of its frames; ``None`` without a face.
+
+    Each frame with a face votes for its first :func:`candidate_labels` entry that is in
+    ``labels`` (cry-face frames: ``sad``), weighted by that candidate's share; the clip's label is
+    the one with the largest total, its confidence that total over the number of face frames.
+    Frames without a candidate abstain; when they are at least :data:`NEUTRAL_FACE_SHARE` of the
+    frames the face votes ``neutral`` (if in ``labels``) with :data:`NEUTRAL_FACE_CONFIDENCE`."""
+    from emotion_llama.perception.action_units import cry_episodes
+
+    face = tl.face_found.astype(bool)
+    n = int(face.sum())
+    if n == 0:
+        return None
+    episodes = cry_episodes(tl, threshold)
+    totals: dict[str, float] = {}
+    leads: dict[str, int] = {}
+    silent = 0
+    for i in np.flatnonzero(face):
+        row = {a: float(v) for a, v in zip(tl.names, tl.intensity[i], strict=True) if np.isfinite(v)}
+        cands = candidate_labels(row, threshold, min_share, cry=in_episodes(float(tl.times[i]), episodes))
+        pick = next(((lab, sh) for lab, sh in cands if lab in labels), None)
+        if pick is None:
+            silent += 1
+            continue
+        totals[pick[0]] = totals.get(pick[0], 0.0) + pick[1]
+        leads[pick[0]] = leads.get(pick[0], 0) + 1
+    shares = {k: v / n for k, v in sorted(leads.items(), key=lambda kv: -kv[1])}
+    if silent / n >= NEUTRAL_FACE_SHARE - 1e-9 or not totals:
+        if "neutral" in labels:
+            return FaceVote("neutral", NEUTRAL_FACE_CONFIDENCE, shares, ["no expression pattern"])
+        return FaceVote(None, 0.0, shares, [])
+    order = [lab for lab in AU_LABEL_RULES if lab in totals]
+    best = max(order, key=lambda lab: (totals[lab], -order.index(lab)))
+    evidence = ["brow lowerer", "eyes closed"] if best == "sad" and episodes else []
+    return FaceVote(best, totals[best] / n, shares, evidence)
 
 
 def frequent_aus(tl: AUTimeline, top_k: int = 5, threshold: float = ACTIVE_THRESHOLD) -> list[str]:
-    """The clip's ``top_k`` most frequently active AUs (MERR's ``AU_list``), most frequent first.
+    """The clip's ``top_k`` most frequently active AUs (MERR's ``AU_list``), most frequent first;
+    blinks (event AUs) are not expressions and are left out.
 
     Active: intensity ``>= threshold`` in a frame with a face. A column without any intensity in
     the face frames (OpenFace's presence-only AU28) uses the timeline's presence flags instead, so
@@ -111,7 +207,7 @@ def frequent_aus(tl: AUTimeline, top_k: int = 5, threshold: float = ACTIVE_THRES
     counts = active.sum(axis=0)
     means = np.where(finite, values, 0.0).mean(axis=0)
     order = sorted(range(len(tl.names)), key=lambda k: (-int(counts[k]), -float(means[k]), k))
-    return [tl.names[k] for k in order if counts[k] > 0][:top_k]
+    return [tl.names[k] for k in order if counts[k] > 0 and tl.names[k] not in EVENT_AUS][:top_k]
 
 
 # -- coarse caption ---------------------------------------------------------------------------------
@@ -221,16 +317,19 @@ def candidate_pair(item: Any) -> tuple[str, float | None]:
 
 
 def clue_text(record: Mapping[str, Any]) -> str:
-    """The clues of one clip as text lines for the LLM, in this order (absent ones left out)::
+    """The clues of one clip as a list for the LLM, one ``- Title: value`` line each, in this order
+    (absent ones left out)::
 
-        Visual expression: {visual_expression}
-        Visual objective: {visual_objective}
-        Audio tone: {audio_tone}
-        Subtitle: {subtitle}
-        Candidate labels from facial action units: {label} ({share}% of its AUs), ...
+        - Visual expression: {visual_expression}
+        - Visual objective: {visual_objective}
+        - Audio tone: {audio_tone}
+        - Subtitle: {subtitle}
+        - Candidate labels from facial action units: {label} ({share}% of its AUs), ...
+        - Conflict: {conflict_reason}
 
-    See the module docstring for the keys. ``""`` when no clue is present at all (the reasoning
-    functions then ask the LLM nothing for that clip)."""
+    See the module docstring for the keys (``conflict_reason``: the fusion's, when the modalities
+    disagree). ``""`` when no clue is present at all (the reasoning functions then ask the LLM
+    nothing for that clip)."""
     lines: list[str] = []
     for key, title in (
         ("visual_expression", "Visual expression"),
@@ -240,8 +339,10 @@ def clue_text(record: Mapping[str, Any]) -> str:
     ):
         text = _text_field(record, key)
         if text is not None:
-            lines.append(f"{title}: {text}")
+            lines.append(f"- {title}: {text}")
     candidates = _candidates_field(record)
     if candidates:
-        lines.append(f"Candidate labels from facial action units: {', '.join(candidates)}")
+        lines.append(f"- Candidate labels from facial action units: {', '.join(candidates)}")
+    if lines and record.get("conflict") and record.get("conflict_reason"):
+        lines.append(f"- Conflict: {record['conflict_reason']}")
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.prompts import REASON_INSTRUCTIONS
 
-SCHEMA_ID = "emotion-llama-merr/1"
+SCHEMA_ID = "emotion-llama-merr/2"
 
 #: Keys the exporters read that are not part of the record schema: a caller that knows a clip's frame
 #: count or valence may add them, and :func:`write_all` validates the record without them.
@@ -81,6 +81,14 @@ RECORD_SCHEMA: dict[str, Any] = {
         "missing",
         "peak_frame",
         "au_timeline_png",
+        "eyes",
+        "modalities",
+        "conflict",
+        "conflict_reason",
+        "reasoning_source",
+        "faithfulness",
+        "rejected_reasoning",
+        "model_answer",
     ],
     "properties": {
         "schema": {"const": SCHEMA_ID},
@@ -89,7 +97,9 @@ RECORD_SCHEMA: dict[str, Any] = {
         "name": {"type": "string", "pattern": r"^[^\s/\\]+$"},
         "source": {"type": "string", "minLength": 1},
         "label": _STR_OR_NULL,
-        "label_source": {"enum": ["user", "au", "llm", None]},
+        # who decided the label: the user's list, one modality alone, their fusion, the LLM from the
+        # clues, or the full model ("au" is the face's name in records of schema 1)
+        "label_source": {"enum": ["user", "face", "voice", "words", "fusion", "llm", "model", "au", None]},
         "subtitle": _STR,
         "subtitle_source": _STR_OR_NULL,
         "peak_index": {"type": ["integer", "null"], "minimum": 0},
@@ -126,6 +136,22 @@ RECORD_SCHEMA: dict[str, Any] = {
         "missing": _STR_LIST,
         "peak_frame": _REL_PATH,
         "au_timeline_png": _REL_PATH,
+        # blinks and lasting closures of the main face (perception.action_units.eye_events)
+        "eyes": {"type": ["object", "null"]},
+        # each modality's own vote: {"face": {...}, "voice": {...}, "words": {...}} (null: absent)
+        "modalities": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {m: {"type": ["object", "null"]} for m in ("face", "voice", "words")},
+        },
+        "conflict": {"type": "boolean"},
+        "conflict_reason": _STR_OR_NULL,
+        # llm: the first answer passed the faithfulness check; llm-retry: the second did;
+        # grounded: both failed and the text was written from the clues; null: no reasoning
+        "reasoning_source": {"enum": ["llm", "llm-retry", "grounded", "model", None]},
+        "faithfulness": {"type": ["object", "null"]},
+        "rejected_reasoning": _STR_LIST,
+        "model_answer": _STR_OR_NULL,
     },
 }
 

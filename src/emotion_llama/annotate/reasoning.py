@@ -18,6 +18,17 @@ FINE_SYSTEM = (
 FINE_QUESTION = (
     "Please sort out the correct emotional clues and infer why the person in the video feels {label}."
 )
+#: Added after the authors' question: weak LLMs otherwise invent expressions, tones and events.
+GROUNDING = (
+    "Use only the clues listed above. Do not mention any facial movement, tone of voice, sound or "
+    "words that are not in the list."
+)
+#: The second try of an answer that failed the faithfulness check.
+RETRY_QUESTION = (
+    "Your previous answer was: {previous}\nIt is not supported by the clues: {problems}. Answer again in "
+    "two or three sentences, using only the clues listed above, and explain why the person in the "
+    "video feels {label}."
+)
 
 LABEL_SYSTEM = "You are an emotion analysis expert."
 #: For a user's own question about a clip: answer from the clues, never invent others.
@@ -44,12 +55,38 @@ def _clues(clues: str) -> str:
 
 
 def fine_prompt(clues: str, label: str) -> str:
-    """The user turn of the fine reasoning: the clue lines, a newline, then exactly
+    """The user turn of the fine reasoning: the clue list, a newline, then exactly
     ``Please sort out the correct emotional clues and infer why the person in the video feels {label}.``
-    (surrounding space of ``clues`` is dropped so the question always sits on its own line)."""
+    and the :data:`GROUNDING` sentence on the next line (surrounding space of ``clues`` is dropped
+    so the question always sits on its own line)."""
     if not label or not label.strip():
         raise EmotionLlamaError("fine_prompt: the label is empty; infer one first (infer_labels)")
-    return f"{_clues(clues)}\n{FINE_QUESTION.format(label=label.strip())}"
+    return f"{_clues(clues)}\n{FINE_QUESTION.format(label=label.strip())}\n{GROUNDING}"
+
+
+def retry_conversation(clues: str, label: str, previous: str, problems: Sequence[str]) -> list[Message]:
+    """The fine-reasoning conversation asked again after ``previous`` failed the faithfulness check
+    with ``problems``: the same clues, then :data:`RETRY_QUESTION`."""
+    if not label or not label.strip():
+        raise EmotionLlamaError("retry_conversation: the label is empty")
+    question = RETRY_QUESTION.format(
+        previous=" ".join(previous.split()) or "(empty)",
+        problems="; ".join(problems) or "it names evidence that is not listed",
+        label=label.strip(),
+    )
+    return [
+        {"role": "system", "content": FINE_SYSTEM},
+        {"role": "user", "content": f"{_clues(clues)}\n{question}"},
+    ]
+
+
+def reasoning_params(max_new_tokens: int | None = None) -> ChatParams:
+    """:data:`REASONING_PARAMS`, with ``max_new_tokens`` tokens when given."""
+    if max_new_tokens is None:
+        return REASONING_PARAMS
+    if max_new_tokens < 1:
+        raise EmotionLlamaError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    return ChatParams(max_tokens=max_new_tokens, temperature=REASONING_PARAMS.temperature)
 
 
 def fine_conversation(clues: str, label: str) -> list[Message]:

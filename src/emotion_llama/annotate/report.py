@@ -42,10 +42,19 @@ class DatasetStats:
     labels_kept: Counter[str] = field(default_factory=Counter)
     au_peak: Counter[str] = field(default_factory=Counter)
     au_clip: Counter[str] = field(default_factory=Counter)
+    #: reasoning_source per record with a reasoning: llm, llm-retry, grounded (unchecked: older records)
+    reasoning: Counter[str] = field(default_factory=Counter)
+    #: records whose first LLM answer passed the faithfulness check
+    first_faithful: int = 0
+    conflicts: int = 0
 
     @property
     def filtered(self) -> int:
         return self.clips - self.kept
+
+    @property
+    def answered(self) -> int:
+        return sum(self.reasoning.values())
 
 
 def missing_kinds(rec: Record) -> set[str]:
@@ -68,6 +77,10 @@ def dataset_stats(records: Iterable[Record]) -> DatasetStats:
         # A set per clip: an AU listed twice in one record still counts that clip once.
         st.au_peak.update(set(rec.get("peak_AU_list") or []))
         st.au_clip.update(set(rec.get("AU_list") or []))
+        if rec.get("smp_reason_caption"):
+            st.reasoning[str(rec.get("reasoning_source") or "unchecked")] += 1
+            st.first_faithful += bool((rec.get("faithfulness") or {}).get("first_answer_ok"))
+        st.conflicts += bool(rec.get("conflict"))
     return st
 
 
@@ -249,6 +262,8 @@ def _sample_fields(rec: Record) -> list[tuple[str, str]]:
     tone_words = rec.get("audio_prior_list") or []
     fields = [
         ("Label", f"{label or NO_LABEL}" + (f" (from {source})" if source else "")),
+        ("Votes", _votes_text(rec)),
+        ("Conflict", rec.get("conflict_reason") or "" if rec.get("conflict") else ""),
         ("LLM label", rec.get("llm_label") or ""),
         ("Transcript", rec.get("subtitle") or ""),
         ("Tone", (tone or "") + (f" [{_join(tone_words)}]" if tone_words else "")),
@@ -256,15 +271,50 @@ def _sample_fields(rec: Record) -> list[tuple[str, str]]:
         ("Visual description", rec.get("visual_objective") or ""),
         ("Peak", _peak_text(rec)),
         ("Reasoning", rec.get("smp_reason_caption") or ""),
+        ("Reasoning source", _reasoning_text(rec)),
         ("Filter reason", "" if rec.get("keep") else rec.get("filter_reason") or NO_REASON),
         ("Missing", "; ".join(str(m) for m in rec.get("missing") or [])),
     ]
     return [(k, str(v)) for k, v in fields if str(v).strip()]
 
 
+def _votes_text(rec: Record) -> str:
+    parts = []
+    for modality, vote in (rec.get("modalities") or {}).items():
+        if not isinstance(vote, Mapping):
+            continue
+        if vote.get("label"):
+            parts.append(f"{modality} {vote['label']} ({float(vote.get('confidence') or 0):.2f})")
+        elif vote.get("supports"):
+            parts.append(f"{modality} {vote.get('level', '')} arousal: {_join(vote['supports'])}")
+    return "; ".join(parts)
+
+
+def _reasoning_text(rec: Record) -> str:
+    source = rec.get("reasoning_source")
+    if not source:
+        return ""
+    faith = rec.get("faithfulness") or {}
+    problems = faith.get("first_answer_problems") or []
+    text = {
+        "llm": "the LLM (faithful)",
+        "llm-retry": "the LLM, second try",
+        "grounded": "written from the clues",
+    }
+    out = text.get(str(source), str(source))
+    return out + (f"; first answer: {_join(problems)}" if problems else "")
+
+
 # -- rendering -------------------------------------------------------------------------------------
 def _summary_rows(st: DatasetStats) -> list[tuple[str, str]]:
     rows = [("clips", str(st.clips)), ("kept", str(st.kept)), ("filtered", str(st.filtered))]
+    if st.answered:
+        rows += [
+            ("reasoning: first LLM answer faithful", _pct(st.first_faithful, st.answered)),
+            ("reasoning: faithful on the second try", _pct(st.reasoning["llm-retry"], st.answered)),
+            ("reasoning: written from the clues", _pct(st.reasoning["grounded"], st.answered)),
+        ]
+    rows.append(("modalities in conflict", str(st.conflicts)))
     rows += [
         (f"filtered: {r}", str(n)) for r, n in sorted(st.filtered_by_reason.items(), key=lambda x: -x[1])
     ]

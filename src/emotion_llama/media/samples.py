@@ -43,6 +43,49 @@ def _tool(name: str) -> str:
     return path
 
 
+def speak(
+    text: str,
+    out: str | Path,
+    *,
+    rate: int = 150,
+    voice: str = "en-us",
+    amplitude: int = 100,
+    pitch: int = 50,
+    pause_s: float = 0.0,
+) -> Path:
+    """``text`` spoken by espeak-ng into a WAV file. ``rate`` in words per minute, ``amplitude``
+    0-200, ``pitch`` 0-99 (espeak-ng's own scales). With ``pause_s`` > 0 each comma-separated
+    phrase is spoken on its own and ``pause_s`` seconds of silence go between them."""
+    import wave
+
+    import numpy as np
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    phrases = [t.strip() for t in text.split(",") if t.strip()] if pause_s > 0 else [text]
+    args = ["-v", voice, "-s", str(rate), "-a", str(amplitude), "-p", str(pitch)]
+    chunks: list[np.ndarray] = []
+    rate_hz = 22050
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, phrase in enumerate(phrases):
+            wav = Path(tmp) / f"{k}.wav"
+            # "--" ends the options: a text starting with "-" is spoken, never read as an option
+            subprocess.run(
+                [_tool("espeak-ng"), *args, "-w", str(wav), "--", phrase], check=True, capture_output=True
+            )
+            with wave.open(str(wav)) as w:
+                rate_hz = w.getframerate()
+                chunks.append(np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16))
+            if k + 1 < len(phrases):
+                chunks.append(np.zeros(round(pause_s * rate_hz), dtype=np.int16))
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate_hz)
+        w.writeframes(np.concatenate(chunks).tobytes())
+    return out
+
+
 def make_speaking_clip(
     face_video: str | Path,
     text: str,
@@ -52,31 +95,39 @@ def make_speaking_clip(
     seconds: float | None = None,
     rate: int = 150,
     voice: str = "en-us",
+    amplitude: int = 100,
+    pitch: int = 50,
+    pause_s: float = 0.0,
 ) -> Path:
-    """``face_video`` from ``start`` (for ``seconds``, default: as long as the speech) with ``text``
-    spoken by espeak-ng as its audio track (H.264 + AAC mp4). The video loops if the speech is
+    """``face_video`` (a video, or a picture shown for the whole clip) from ``start`` (for
+    ``seconds``, default: as long as the speech) with ``text`` spoken by espeak-ng as its audio
+    track (H.264 + AAC mp4; see :func:`speak` for the voice options). A video loops if the speech is
     longer than it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    picture = Path(face_video).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}
     with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "speech.wav"
-        subprocess.run(
-            [_tool("espeak-ng"), "-v", voice, "-s", str(rate), "-w", str(wav), text],
-            check=True,
-            capture_output=True,
+        wav = speak(
+            text,
+            Path(tmp) / "speech.wav",
+            rate=rate,
+            voice=voice,
+            amplitude=amplitude,
+            pitch=pitch,
+            pause_s=pause_s,
         )
         length = ["-t", str(seconds)] if seconds is not None else ["-shortest"]
+        source = (
+            ["-loop", "1", "-framerate", "25", "-i", str(face_video)]
+            if picture
+            else ["-ss", str(start), "-stream_loop", "-1", "-i", str(face_video)]
+        )
         cmd = [
             _tool("ffmpeg"),
             "-y",
             "-loglevel",
             "error",
-            "-ss",
-            str(start),
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(face_video),
+            *source,
             "-i",
             str(wav),
             "-map",
@@ -87,6 +138,9 @@ def make_speaking_clip(
             "libx264",
             "-preset",
             "ultrafast",
+            # even sizes for yuv420p (pictures may have odd ones)
+            "-vf",
+            "scale=trunc(iw/2)*2:trunc(ih/2)*2",
             "-pix_fmt",
             "yuv420p",
             "-c:a",
