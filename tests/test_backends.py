@@ -125,3 +125,52 @@ def test_local_hf_backend_answers_and_judges(tmp_path):
     hits = llm.stats.hits
     judge_overlap(llm, ["She smiles and sounds cheerful: happy."], ["She is happy, smiling."], "label")
     assert llm.stats.hits == hits + 1
+
+
+# -- device and precision of a local model ---------------------------------------------------------
+def test_auto_dtype_rule():
+    from emotion_llama.backends.llm import _auto_dtype
+
+    assert _auto_dtype("cuda", cuda_bf16=True) == "bfloat16"
+    assert _auto_dtype("cuda:1", cuda_bf16=True) == "bfloat16"
+    assert _auto_dtype("cuda", cuda_bf16=False) == "float16"
+    assert _auto_dtype("cpu", cuda_bf16=True) == "float32"
+    assert _auto_dtype("mps", cuda_bf16=False) == "float32"
+    assert _auto_dtype("cudax", cuda_bf16=True) == "float32"  # only CUDA devices get half precision
+
+
+def test_dtype_names_are_checked_before_anything_loads():
+    from emotion_llama.backends.llm import check_dtype, resolve_dtype
+
+    assert check_dtype(None) is None and check_dtype("auto") is None and check_dtype("AUTO") is None
+    assert [check_dtype(d) for d in ("bf16", "FP16", "half", "float32")] == [
+        "bfloat16",
+        "float16",
+        "float16",
+        "float32",
+    ]
+    assert resolve_dtype(None, "cpu") == "float32" and resolve_dtype("fp16", "cpu") == "float16"
+    for spec in ("offline", "hf:/no/such/model", "openai:m@http://127.0.0.1:9/v1"):
+        with pytest.raises(
+            EmotionLlamaError, match=r"unknown LLM dtype 'float8'.*float32, float16 or bfloat16"
+        ):
+            make_llm(spec, dtype="float8")
+
+
+@pytest.mark.slow
+def test_local_backend_name_is_stable_for_the_cpu_default_and_marks_other_precisions():
+    import torch
+
+    from emotion_llama.sources import hf_model_dir
+
+    path = hf_model_dir("smollm2_135m_instruct")
+    default = make_llm("offline")  # cpu, auto dtype: float32
+    assert default.name == f"hf:{path}|rep1.1"  # the name before dtypes existed: cached answers still hit
+    assert next(default.model.parameters()).dtype == torch.float32
+    assert make_llm("offline", device="cpu", dtype="float32").name == default.name
+    half = make_llm(f"hf:{path}", dtype="bf16")
+    assert half.name == default.name + "|bfloat16"
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert half.chat_many([_conv("Say hi.")], ChatParams(max_tokens=4))[0]
+    with pytest.raises(BackendError, match="on device 'nodevice'"):
+        make_llm("offline", device="nodevice")

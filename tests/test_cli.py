@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -77,3 +78,30 @@ def test_bad_config_file_is_one_line_error(tmp_path):
     res = runner.invoke(app, ["inspect", "--preset", str(bad)])
     assert res.exit_code == 2
     assert "bad.json" in res.stderr and "image_size 50" in res.stderr
+
+
+@pytest.mark.slow
+def test_probe_with_an_english_only_model_and_another_language_is_one_line_error(tmp_path):
+    # The real offline Whisper (tiny.en) is loaded and refuses French; the clip is never read.
+    res = runner.invoke(app, ["probe", str(tmp_path / "clip.mp4"), "--language", "fr"])
+    assert res.exit_code == 2, res.output
+    assert "English-only" in res.stderr and "'fr'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.output
+    # auto (detect) is fine for the same model: the missing clip is what fails now
+    res = runner.invoke(app, ["probe", str(tmp_path / "clip.mp4"), "--language", "auto"])
+    assert res.exit_code == 2 and "no such file" in res.stderr
+
+
+def test_new_options_are_in_the_help():
+    for cmd, options in {
+        "analyze": ("--jsonl", "--csv", "--label-set", "--llm-dtype", "--max-new-tokens", "--language"),
+        "annotate": ("--label-set", "--llm-dtype", "--max-new-tokens", "--language", "--asr-model"),
+        "probe": ("--language", "--asr-model"),
+        "extract": ("--language", "--asr-model"),
+        "serve": ("--llm-dtype", "--max-new-tokens", "--language", "--asr-model"),
+        "serve-llm": ("--device", "--llm-dtype"),
+    }.items():
+        res = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        for opt in options:
+            assert opt in res.stdout, (cmd, opt)

@@ -66,10 +66,19 @@ def test_clue_predictor_analyze_stream_batch_and_question(predictor, clip, tmp_p
 
     events = list(predictor.stream(clip))
     kinds = [e.kind for e in events]
-    assert kinds[0] == "clues" and kinds[-1] == "done" and kinds.count("delta") > 1
+    # the reasoning comes in one piece, once it has passed the faithfulness check
+    assert kinds == ["clues", "delta", "done"]
     assert events[0].data.label == "happy" and events[0].data.reasoning is None
     streamed = "".join(e.data for e in events if e.kind == "delta").strip()
     assert streamed == events[-1].data.reasoning == a.reasoning  # greedy: the same text both ways
+    assert a.record["reasoning_source"] in ("llm", "llm-retry", "grounded") and a.record["faithfulness"]["ok"]
+    # the clip starts on her teary look-up (brows raised) before the smile: the face may vote
+    # surprise there while the words say happy
+    assert a.record["label_source"] in ("face", "words", "fusion") and set(a.record["modalities"]) == {
+        "face",
+        "voice",
+        "words",
+    }
 
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(clip.read_bytes()[:2000])
@@ -95,7 +104,8 @@ def test_full_model_predictor_labels_by_generation_and_streams(clip, tmp_path, t
         assert p.kind == "model" and p.model_id == "emotion-llama-ckpt"
         a = p.analyze(clip)
         assert a.label is None or a.label in LABELS  # random weights: any answer, parsed or not
-        assert "model_answer" in a.record and set(a.timings) == {"perception", "encoders", "model"}
+        assert "model_answer" in a.record and set(a.timings) == {"perception", "clues", "encoders", "model"}
+        assert a.record["label_source"] == "model"
         events = list(p.stream(clip))
         assert events[0].kind == "clues" and events[-1].kind == "done"
         assert events[-1].data.record["model_answer"] == a.record["model_answer"]

@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -15,6 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from emotion_llama.errors import EmotionLlamaError
+
+if TYPE_CHECKING:
+    from emotion_llama.config import EmotionLlamaConfig
+    from emotion_llama.serve.predictor import Predictor
 
 app = typer.Typer(
     name="emotion-llama",
@@ -53,6 +58,95 @@ def _exit_on_failures(failed: list[tuple[str, str]]) -> None:
 def _fail(exc: Exception) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+LanguageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        help="Spoken language for speech recognition: a Whisper code (en, fr, zh...) or auto to detect "
+        "(default: the preset's, en).",
+    ),
+]
+AsrModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--asr-model",
+        help="Speech recognition model: offline (Whisper tiny.en from its offline package), a "
+        "faster-whisper size name (tiny, base, small, medium, large-v3...), a hub repo id or a local "
+        "CTranslate2 folder (default: the preset's, offline).",
+    ),
+]
+LLMDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-dtype",
+        help="Precision of a local --llm: float32, float16, bfloat16 (default: bfloat16 on a CUDA GPU "
+        "that has it, else float16 on CUDA, float32 on the CPU).",
+    ),
+]
+MaxNewTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens",
+        min=1,
+        help="Longest reasoning, in tokens (default: 256 for the clue pipeline's LLM, the config's "
+        "generation.max_new_tokens with --model).",
+    ),
+]
+LabelSetOpt = Annotated[
+    str,
+    typer.Option(
+        "--label-set",
+        help="Candidate labels: mer6 (MER2023/2024), merr9 (the prompt's nine), dfew7, or a text file "
+        "with one label per line ('#' comments).",
+    ),
+]
+
+
+def _speech_options(language: str | None, asr_model: str | None) -> dict[str, str | None]:
+    """The speech recognition fields that --language/--asr-model change (``auto`` is ``None``:
+    detect); empty when neither is given."""
+    out: dict[str, str | None] = {}
+    if language is not None:
+        if not language.strip():
+            raise EmotionLlamaError("--language: give a Whisper language code (en, fr...) or auto")
+        out["language"] = None if language.strip().lower() == "auto" else language.strip()
+    if asr_model is not None:
+        if not asr_model.strip():
+            raise EmotionLlamaError("--asr-model: give offline, a model size, a hub repo id or a folder")
+        out["asr_model"] = asr_model.strip()
+    return out
+
+
+def _load_config(
+    preset: str, *, language: str | None = None, asr_model: str | None = None
+) -> EmotionLlamaConfig:
+    """The preset's config with the --language/--asr-model overrides applied (every command that
+    perceives goes through here, or hands the same options to the Predictor)."""
+    from dataclasses import replace
+
+    from emotion_llama.config import load_config
+
+    config = load_config(preset)
+    speech = _speech_options(language, asr_model)
+    if not speech:
+        return config
+    config = replace(config, perception=replace(config.perception, **speech))
+    _check_speech(config)
+    return config
+
+
+def _check_speech(config: EmotionLlamaConfig) -> None:
+    """Speech recognition as the options ask, loaded once now so that a model that cannot load, or
+    an English-only one asked for another language, fails here in one line: not in each worker
+    process, nor after the face model has loaded (whose finaliser then fails at exit). The model
+    is cached: a perceiver of this process reuses it."""
+    from emotion_llama.perception.transcript import WhisperTranscriber
+
+    p = config.perception
+
+    WhisperTranscriber(p.asr_model, language=p.language, beam_size=p.asr_beam_size)
 
 
 @app.command()
@@ -238,15 +332,16 @@ def probe(
     preset: PresetOpt = "paper",
     frame: FrameOpt = "first",
     subtitle: Annotated[str | None, typer.Option(help="Use this text instead of speech recognition.")] = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
 ) -> None:
     """What perception finds in one video: duration, faces and the main person, the AU peak frame
     and its action units, the transcript; and a PNG of the AU timeline with the peak marked."""
     try:
-        from emotion_llama.config import load_config
         from emotion_llama.perception.action_units import plot_au_timeline
         from emotion_llama.perception.pipeline import Perceiver
 
-        config = load_config(preset)
+        config = _load_config(preset, language=language, asr_model=asr_model)
         with Perceiver(config.perception, frame=frame) as perceiver:
             result = perceiver(video, subtitle=subtitle)
     except EmotionLlamaError as exc:
@@ -291,15 +386,16 @@ def extract(
     subtitles: Annotated[
         Path | None, typer.Option(help="CSV name,sentence[_en]: these texts replace speech recognition.")
     ] = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
 ) -> None:
     """Features for every video of a folder: progress bar, parallel decoding, batched encoders,
     resumable (a rerun skips finished clips), a summary of failures. Exit code 0 only when every
     clip succeeded."""
     try:
-        from emotion_llama.config import load_config
         from emotion_llama.perception.extract import extract_folder
 
-        config = load_config(preset)
+        config = _load_config(preset, language=language, asr_model=asr_model)
         subs = None
         if subtitles is not None:
             from emotion_llama.data.benchmarks import read_subtitles
@@ -336,11 +432,81 @@ LLMOpt = Annotated[
 ]
 
 
+#: Clips per Predictor.analyze_many call in ``analyze``: the LLM (or model) stage runs them as one batch.
+ANALYZE_CHUNK = 8
+#: The columns of ``analyze --csv``.
+CSV_COLUMNS = (
+    "name", "video", "label", "label_source", "conflict", "reasoning_source", "faithful", "reasoning",
+    "subtitle", "audio_tone", "visual_expression", "error",
+)  # fmt: skip
+
+
+def _video_inputs(paths: list[Path]) -> list[Path]:
+    """Files as given, folders as their videos (sorted, by extension, not recursive)."""
+    from emotion_llama.perception.extract import VIDEO_SUFFIXES, list_videos
+
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = list_videos(path)
+            if not found:
+                err_console.print(
+                    f"[yellow]warning:[/] {escape(str(path))}: no videos "
+                    f"({', '.join(sorted(VIDEO_SUFFIXES))})"
+                )
+            out.extend(found)
+        else:
+            out.append(path)  # a missing or broken file fails in its place, not here
+    if not out:
+        raise EmotionLlamaError("no videos to analyse in " + ", ".join(str(p) for p in paths))
+    return out
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _csv_row(entry: dict[str, Any], *, model_kind: bool) -> list[str]:
+    """One ``--csv`` row from a JSON entry of ``analyze`` (an analysis or ``{name, video, error}``)."""
+    r: dict[str, Any] = entry.get("clues") or {}
+    faith = r.get("faithfulness")
+    values = {
+        "name": entry.get("name"),
+        "video": entry.get("video"),
+        "label": entry.get("label"),
+        "label_source": ("model" if model_kind else r.get("label_source")) if "error" not in entry else None,
+        "conflict": r.get("conflict"),
+        "reasoning_source": r.get("reasoning_source"),
+        "faithful": faith.get("ok") if isinstance(faith, dict) else None,
+        "reasoning": entry.get("reasoning"),
+        "subtitle": r.get("subtitle"),
+        "audio_tone": r.get("audio_tone"),
+        "visual_expression": r.get("visual_expression"),
+        "error": entry.get("error"),
+    }
+    return [_cell(values[c]) for c in CSV_COLUMNS]
+
+
 @app.command()
 def analyze(
-    videos: Annotated[list[Path], typer.Argument(help="One or more video files (models load once).")],
+    videos: Annotated[
+        list[Path], typer.Argument(help="Video files and/or folders of videos (models load once).")
+    ],
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the result here (a list for several).")
+    ] = None,
+    jsonl_out: Annotated[
+        Path | None, typer.Option("--jsonl", help="One JSON object per clip, written as each finishes.")
+    ] = None,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option("--csv", help="A table, one row per clip: label, sources, reasoning, clues, error."),
     ] = None,
     model: Annotated[
         Path | None,
@@ -352,36 +518,118 @@ def analyze(
     vlm: VLMOpt = None,
     preset: PresetOpt = "paper",
     frame: FrameOpt = "first",
-    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "cpu",
-    subtitle: Annotated[str | None, typer.Option(help="Use this text instead of speech recognition.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda... (the model, or a local --llm)")] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    label_set: LabelSetOpt = "merr9",
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
+    subtitle: Annotated[
+        str | None, typer.Option(help="Use this text instead of speech recognition (every clip).")
+    ] = None,
 ) -> None:
     """The emotion of the person in a video, with the reasoning and the clues behind it. By default
     the clue pipeline (faces, action units, tone, transcript) with a local instruct LLM; with
-    --model, the full multimodal Emotion-LLaMA model. Writes the AU timeline PNG next to the JSON."""
-    try:
-        from emotion_llama.perception.action_units import plot_au_timeline
-        from emotion_llama.serve.predictor import Predictor
+    --model, the full multimodal Emotion-LLaMA model. Folders contribute their videos; clips go in
+    batches of 8; a broken clip gets its error in its place and the others go on (exit code 1 when
+    any failed). Writes the AU timeline PNG next to the JSON/JSONL."""
+    with ExitStack() as stack:
+        try:
+            from emotion_llama.prompts import resolve_label_set
+            from emotion_llama.serve.predictor import Predictor
 
-        results = []
-        with Predictor(
-            preset=preset, model_dir=model, llm=llm, frame=frame, device=device, vlm=vlm
-        ) as analyzer:
-            for video in videos:
-                a = analyzer(video, subtitle=subtitle)
-                results.append(a)
+            clips = _video_inputs(videos)
+            labels = resolve_label_set(label_set)
+            jsonl = _open_output(stack, "--jsonl", jsonl_out)
+            table = _open_output(stack, "--csv", csv_out)
+            predictor = Predictor(
+                preset=preset,
+                model_dir=model,
+                llm=llm,
+                frame=frame,
+                device=device,
+                vlm=vlm,
+                llm_dtype=llm_dtype,
+                max_new_tokens=max_new_tokens,
+                label_set=labels,
+                language=language,
+                asr_model=asr_model,
+            )
+            analyzer = stack.enter_context(predictor)
+        except EmotionLlamaError as exc:
+            _fail(exc)
+            return
+        failed = _analyze_clips(analyzer, clips, subtitle, json_out, jsonl, table)
+        written = [p for p in (json_out, jsonl_out, csv_out) if p is not None]
+        if written:
+            console.print("wrote " + ", ".join(str(p) for p in written))
+    _exit_on_failures(failed)
+
+
+def _open_output(stack: ExitStack, option: str, path: Path | None) -> TextIO | None:
+    if path is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return stack.enter_context(path.open("w", encoding="utf-8", newline=""))
+    except OSError as exc:
+        raise EmotionLlamaError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
+
+
+def _analyze_clips(
+    analyzer: Predictor,
+    clips: list[Path],
+    subtitle: str | None,
+    json_out: Path | None,
+    jsonl: TextIO | None,
+    table: TextIO | None,
+) -> list[tuple[str, str]]:
+    """``analyze``'s loop: chunks through ``analyze_many``, each clip written as it finishes; the
+    failed clips and their reasons come back."""
+    import csv
+
+    from emotion_llama.perception.action_units import plot_au_timeline
+
+    writer = csv.writer(table) if table is not None else None
+    if writer is not None and table is not None:
+        writer.writerow(CSV_COLUMNS)
+        table.flush()
+    out_base = json_out or (Path(jsonl.name) if jsonl is not None else None)
+    entries: list[dict[str, Any]] = []
+    failed: list[tuple[str, str]] = []
+    for start in range(0, len(clips), ANALYZE_CHUNK):
+        chunk = clips[start : start + ANALYZE_CHUNK]
+        try:
+            results: list[Any] = analyzer.analyze_many(chunk, subtitles=[subtitle] * len(chunk))
+        except EmotionLlamaError as exc:  # the chunk's LLM/model stage failed: each of its clips did
+            results = [exc] * len(chunk)
+        for video, a in zip(chunk, results, strict=True):
+            if isinstance(a, Exception):
+                entry: dict[str, Any] = {"name": video.stem, "video": str(video), "error": str(a)}
+                failed.append((str(video), str(a)))
+                why = str(a) if video.name in str(a) else f"{video.name}: {a}"
+                err_console.print(f"[bold red]failed[/] {escape(why)}", highlight=False)
+            else:
+                d = a.to_dict()
+                entry = {"name": d.pop("name"), "video": str(video), **d}
                 _print_analysis(a)
-                base = json_out.with_suffix("") if json_out else Path(video.stem)
-                png = Path(f"{base}.au.png") if len(videos) == 1 else Path(f"{base}.{a.name}.au.png")
+                base = out_base.with_suffix("") if out_base else Path(video.stem)
+                png = Path(f"{base}.au.png") if len(clips) == 1 else Path(f"{base}.{a.name}.au.png")
                 if a.timeline is not None and a.record.get("peak_index") is not None:
                     plot_au_timeline(a.timeline, png, peak=a.record["peak_index"], title=video.name)
                     console.print(f"wrote {png}")
-        if json_out:
-            payload = results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results]
-            json_out.parent.mkdir(parents=True, exist_ok=True)
-            json_out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-            console.print(f"wrote {json_out}")
-    except EmotionLlamaError as exc:
-        _fail(exc)
+            entries.append(entry)
+            if jsonl is not None:
+                jsonl.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                jsonl.flush()
+            if writer is not None and table is not None:
+                writer.writerow(_csv_row(entry, model_kind=analyzer.kind == "model"))
+                table.flush()
+    if json_out:
+        payload = entries[0] if len(entries) == 1 else entries
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return failed
 
 
 def _print_analysis(a) -> None:  # type: ignore[no-untyped-def]
@@ -401,6 +649,19 @@ def _print_analysis(a) -> None:  # type: ignore[no-untyped-def]
         console.print(
             "AU candidates: " + ", ".join(f"{c['label']} {c['share']:.2f}" for c in r["candidate_labels"])
         )
+    votes = []
+    for modality, vote in (r.get("modalities") or {}).items():
+        if vote and vote.get("label"):
+            votes.append(f"{modality} {vote['label']} ({vote.get('confidence', 0):.2f})")
+        elif vote and vote.get("supports"):
+            votes.append(f"{modality} {vote.get('level')} arousal")
+    if votes:
+        console.print("votes: " + escape(", ".join(votes)))
+    if r.get("conflict"):
+        console.print(f"[yellow]conflict[/] {escape(str(r.get('conflict_reason') or ''))}")
+    if r.get("reasoning_source"):
+        written = {"llm": "the LLM (faithful)", "llm-retry": "the LLM, second try", "grounded": "the clues"}
+        console.print(f"reasoning written by: {written.get(r['reasoning_source'], r['reasoning_source'])}")
     for m in r.get("missing", []):
         console.print(f"[yellow]missing[/] {escape(m)}")
     console.print("time: " + ", ".join(f"{k} {v:.2f} s" for k, v in a.timings.items()))
@@ -428,27 +689,51 @@ def annotate(
             help="Also extract the model's features into OUT (authors' layout): a benchmark folder.",
         ),
     ] = False,
-    device: Annotated[str, typer.Option(help="Device for the encoders with --with-features.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="Device for a local --llm and the encoders of --with-features.")
+    ] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option("--max-new-tokens", min=1, help="Longest fine reasoning, in tokens (256).")
+    ] = None,
+    label_set: LabelSetOpt = "merr9",
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
+    drop_grounded: Annotated[
+        bool,
+        typer.Option(
+            "--drop-grounded",
+            help="Filter out records whose reasoning had to be written from the clues (every LLM "
+            "answer failed the faithfulness check); by default they are kept.",
+        ),
+    ] = False,
 ) -> None:
     """Build a MERR-style dataset from a folder of videos: AU-guided clues, tone, transcript, the
-    coarse caption, LLM fine reasoning, filtering; exports MERR JSON (coarse and fine), NCEV labels,
-    subtitles, chat JSONL, and a report (Markdown + HTML with images). Resumable; exit code 1 when
-    any clip failed."""
+    coarse caption, a label from face, voice and words, LLM fine reasoning checked for faithfulness,
+    filtering; exports MERR JSON (coarse and fine), NCEV labels, subtitles, chat JSONL, and a report
+    (Markdown + HTML with images). Resumable; exit code 1 when any clip failed."""
     try:
         from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
-        from emotion_llama.config import load_config
+        from emotion_llama.backends.llm import check_dtype
         from emotion_llama.data.benchmarks import read_subtitles
+        from emotion_llama.prompts import resolve_label_set
 
+        check_dtype(llm_dtype)  # before any clip is perceived
         options = AnnotateOptions(
             llm=llm,
             workers=workers,
             labels=load_labels(labels) if labels else None,
             subtitles=read_subtitles(subtitles) if subtitles else None,
+            label_set=resolve_label_set(label_set),
             with_features=with_features,
             device=device,
             vlm=vlm,
+            llm_dtype=llm_dtype,
+            max_new_tokens=max_new_tokens,
+            drop_grounded=drop_grounded,
         )
-        s = annotate_folder(video_dir, out, load_config(preset), options)
+        config = _load_config(preset, language=language, asr_model=asr_model)
+        s = annotate_folder(video_dir, out, config, options)
     except EmotionLlamaError as exc:
         _fail(exc)
         return
@@ -459,6 +744,14 @@ def annotate(
     if s.filtered:
         console.print("filtered: " + ", ".join(f"{k} {v}" for k, v in s.filtered.items()))
     console.print(f"LLM cache: {s.cache_hits} hits, {s.cache_misses} new answers")
+    if s.reasoning_sources:
+        n = sum(s.reasoning_sources.values())
+        console.print(
+            f"reasoning of {n} records: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(s.reasoning_sources.items()))
+            + f" (faithful first answers {s.reasoning_sources.get('llm', 0) / n:.0%}); "
+            f"{s.conflicts} in conflict"
+        )
     if s.balance.get("counts"):
         console.print("labels: " + ", ".join(f"{k} {v}" for k, v in s.balance["counts"].items()))
     console.print(
@@ -470,6 +763,8 @@ def annotate(
 @app.command("serve-llm")
 def serve_llm(
     llm: LLMOpt = "offline",
+    device: Annotated[str, typer.Option(help="Device for a local --llm: cpu, cuda...")] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8001,
 ) -> None:
@@ -481,7 +776,7 @@ def serve_llm(
         from emotion_llama.backends.llm import make_llm
         from emotion_llama.backends.llm_server import create_app
 
-        app_ = create_app(make_llm(llm), model_name=llm)
+        app_ = create_app(make_llm(llm, device=device, dtype=llm_dtype), model_name=llm)
     except EmotionLlamaError as exc:
         _fail(exc)
         return
@@ -498,7 +793,11 @@ def serve(
     ] = None,
     llm: LLMOpt = "offline",
     preset: PresetOpt = "paper",
-    device: Annotated[str, typer.Option(help="cpu, cuda...")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda... (the model, or a local --llm)")] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     allow_root: Annotated[
@@ -534,9 +833,13 @@ def serve(
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
     page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
     try:
+        from emotion_llama.backends.llm import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
         from emotion_llama.serve.predictor import Predictor
         from emotion_llama.serve.security import resolve_roots
+
+        check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
+        _speech_options(language, asr_model)
 
         settings = ServeSettings(
             allow_roots=resolve_roots(allow_root or []),
@@ -550,7 +853,15 @@ def serve(
         )
         app_ = create_app(
             lambda: Predictor(
-                preset=preset, model_dir=model, llm=llm, device=device, static_cache=static_cache
+                preset=preset,
+                model_dir=model,
+                llm=llm,
+                device=device,
+                static_cache=static_cache,
+                llm_dtype=llm_dtype,
+                max_new_tokens=max_new_tokens,
+                language=language,
+                asr_model=asr_model,
             ),
             settings,
         )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from emotion_llama.data.benchmarks import DFEW_LABELS
 from emotion_llama.errors import EmotionLlamaError
 
 #: The nine labels of MERR, in the index order of the authors' code.
@@ -29,6 +31,8 @@ LABELS: tuple[str, ...] = (
 )
 #: MER2023 / MER2024 classification labels.
 MER_LABELS: tuple[str, ...] = LABELS[:6]
+#: Named label sets for ``--label-set``.
+LABEL_SETS: dict[str, tuple[str, ...]] = {"mer6": MER_LABELS, "merr9": LABELS, "dfew7": DFEW_LABELS}
 
 Task = Literal["emotion", "reason", "reason_v2"]
 TASKS: tuple[str, ...] = ("emotion", "reason", "reason_v2")
@@ -60,6 +64,37 @@ USER_TEXT = (
     "<video><VideoHere></video> <feature><FeatureHere></feature> "
     "The person in video says: {subtitle}.  [{task}] {instruction} "
 )
+
+
+def resolve_label_set(spec: str) -> tuple[str, ...]:
+    """A label set by name (``mer6``, ``merr9``, ``dfew7``: :data:`LABEL_SETS`) or from a text file
+    with one label per line: blank lines and ``#`` comments are skipped, labels are lower-cased, a
+    repeated label is refused with its line number."""
+    named = LABEL_SETS.get(spec.strip().lower())
+    if named is not None:
+        return named
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise EmotionLlamaError(f"label set {spec!r}: not one of {', '.join(LABEL_SETS)} and no such file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EmotionLlamaError(f"{path}: cannot read the label set ({exc})") from None
+    labels: list[str] = []
+    first_line: dict[str, int] = {}
+    for number, raw in enumerate(lines, start=1):
+        label = raw.split("#", 1)[0].strip().lower()
+        if not label:
+            continue
+        if label in first_line:
+            raise EmotionLlamaError(
+                f"{path}:{number}: label {label!r} repeats the one of line {first_line[label]}"
+            )
+        first_line[label] = number
+        labels.append(label)
+    if not labels:
+        raise EmotionLlamaError(f"{path}: no labels (one per line; '#' starts a comment)")
+    return tuple(labels)
 
 
 def instruction_pool(task: str) -> tuple[str, ...]:

@@ -53,17 +53,67 @@ class BackendError(EmotionLlamaError):
     """The backend could not answer (after retries)."""
 
 
+# -- device and precision --------------------------------------------------------------------------
+#: Accepted dtype names (and short forms) -> the torch attribute name.
+DTYPES: dict[str, str] = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+
+
+def check_dtype(dtype: str | None) -> str | None:
+    """The canonical name of ``dtype`` (float32, float16, bfloat16); ``None`` for ``None`` or
+    ``"auto"`` (the device's default). Any other name is refused with the accepted ones."""
+    if dtype is None or dtype.strip().lower() == "auto":
+        return None
+    name = DTYPES.get(dtype.strip().lower())
+    if name is None:
+        raise EmotionLlamaError(f"unknown LLM dtype {dtype!r}: use auto, float32, float16 or bfloat16")
+    return name
+
+
+def _is_cuda(device: str) -> bool:
+    return device == "cuda" or device.startswith("cuda:")
+
+
+def _auto_dtype(device: str, cuda_bf16: bool) -> str:
+    """The default precision on ``device``: bfloat16 on CUDA when the GPU supports it (``cuda_bf16``),
+    else float16 on CUDA; float32 on the CPU and any other device."""
+    if _is_cuda(device):
+        return "bfloat16" if cuda_bf16 else "float16"
+    return "float32"
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """``dtype`` checked and canonical, or for ``None``/``"auto"`` the default of ``device``."""
+    name = check_dtype(dtype)
+    if name is not None:
+        return name
+    bf16 = False
+    if _is_cuda(device):
+        import torch
+
+        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return _auto_dtype(device, bf16)
+
+
 # -- local Hugging Face model ----------------------------------------------------------------------
 class HFChatLLM:
     """A local causal LM (a hub id or a folder) applied with its chat template, in batches with left
-    padding. Loading happens once, at construction."""
+    padding. Loading happens once, at construction. ``dtype``: float32, float16 or bfloat16, or
+    ``None``/``"auto"`` for the device's default (see :func:`resolve_dtype`)."""
 
     def __init__(
         self,
         model: str | Path,
         *,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str | None = "float32",
         batch_size: int = 8,
         revision: str | None = None,
         repetition_penalty: float = 1.1,
@@ -74,13 +124,20 @@ class HFChatLLM:
 
         hf_logging.disable_progress_bar()  # a bar per load is noise in a CLI that loads once
         self.path = str(model)
+        dtype = resolve_dtype(dtype, device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, revision=revision)
             self.model = AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=getattr(torch, dtype), revision=revision
-            ).to(device)
+            )
         except OSError as exc:
             raise BackendError(f"cannot load the local LLM {self.path!r}: {exc}") from None
+        try:
+            self.model = self.model.to(device)
+        except (RuntimeError, AssertionError, ValueError) as exc:  # no such device, no CUDA build...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            where = f"the local LLM {self.path!r} on device {device!r}"
+            raise BackendError(f"cannot put {where}: {first}") from None
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -92,6 +149,9 @@ class HFChatLLM:
         self.name = f"hf:{getattr(cfg, '_name_or_path', self.path) or self.path}"
         if repetition_penalty != 1.0:  # part of the name: cached answers depend on it
             self.name += f"|rep{repetition_penalty:g}"
+        self.dtype = dtype
+        if dtype != "float32":  # answers differ by precision; float32 keeps the old name (cache key)
+            self.name += f"|{dtype}"
 
     def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
         import torch
@@ -342,16 +402,28 @@ def stream_chat(llm: ChatLLM, conversation: list[Message], params: ChatParams) -
     yield from stream(conversation, params)
 
 
-def make_llm(spec: str, *, cache: Path | None = None, api_key: str | None = None) -> ChatLLM:
+def make_llm(
+    spec: str,
+    *,
+    cache: Path | None = None,
+    api_key: str | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+) -> ChatLLM:
     """A backend from a short spec: ``hf:PATH_OR_ID``, ``offline`` (the offline SmolLM2 of
-    ``emotion_llama.sources``) or ``openai:MODEL@BASE_URL``; wrapped in a cache when given."""
+    ``emotion_llama.sources``) or ``openai:MODEL@BASE_URL``; wrapped in a cache when given.
+
+    ``device`` and ``dtype`` place a local model (``hf:`` and ``offline``); ``dtype=None`` is the
+    device's default: bfloat16 on a CUDA GPU that supports it, else float16 on CUDA, float32
+    elsewhere. A remote endpoint ignores both (the dtype name is still checked)."""
+    check_dtype(dtype)
     backend: ChatLLM
     if spec == "offline":
         from emotion_llama.sources import hf_model_dir
 
-        backend = HFChatLLM(hf_model_dir("smollm2_135m_instruct"))
+        backend = HFChatLLM(hf_model_dir("smollm2_135m_instruct"), device=device, dtype=dtype)
     elif spec.startswith("hf:"):
-        backend = HFChatLLM(spec[3:])
+        backend = HFChatLLM(spec[3:], device=device, dtype=dtype)
     elif spec.startswith("openai:") and "@" in spec:
         model, url = spec[len("openai:") :].rsplit("@", 1)
         backend = OpenAIChatLLM(url, model, api_key=api_key)

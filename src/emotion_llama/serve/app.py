@@ -422,7 +422,8 @@ def emotion_summary(a: Analysis) -> dict[str, Any]:
     """The ``emotion`` field of chat responses: the structured result, clues summarised."""
     r = a.record
     keys = ("subtitle", "visual_expression", "audio_tone", "peak_time_s", "peak_AU_list", "candidate_labels",
-            "label_source", "missing")  # fmt: skip
+            "label_source", "modalities", "conflict", "conflict_reason", "reasoning_source", "faithfulness",
+            "missing")  # fmt: skip
     return {
         "name": a.name,
         "label": a.label,

@@ -20,12 +20,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from emotion_llama.config import EmotionLlamaConfig, load_config
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.prompts import LABELS
 
 Kind = Literal["clues", "model"]
 LabelMode = Literal["score", "generate"]
@@ -90,15 +91,38 @@ class Predictor:
         label_mode: LabelMode = "score",
         transcribe: bool = True,
         static_cache: bool = False,
+        llm_device: str | None = None,
+        llm_dtype: str | None = None,
+        max_new_tokens: int | None = None,
+        language: str | None = None,
+        asr_model: str | None = None,
+        label_set: Sequence[str] = LABELS,
     ) -> None:
         """``static_cache`` (full model): generate with a preallocated KV cache, which transformers
-        compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead."""
+        compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead.
+
+        ``llm_device``/``llm_dtype``: where and in which precision a local clue-pipeline LLM runs
+        (default: ``device``, and the device's default dtype). ``max_new_tokens``: the reasoning
+        length (the clue pipeline's LLM, or the full model's ``generation.max_new_tokens``).
+        ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
+        speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels."""
+        from emotion_llama.backends.llm import check_dtype
         from emotion_llama.perception.pipeline import Perceiver
 
         if label_mode not in ("score", "generate"):
             raise EmotionLlamaError(f"label_mode must be 'score' or 'generate', not {label_mode!r}")
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise EmotionLlamaError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.label_set: tuple[str, ...] = tuple(label_set)
+        if not self.label_set or len(set(self.label_set)) != len(self.label_set):
+            raise EmotionLlamaError(f"label_set must be distinct labels, at least one: {list(label_set)}")
+        check_dtype(llm_dtype)
         self.model_dir = Path(model_dir) if model_dir else None
         self.device = device
+        self.llm_device = llm_device or device
+        self.llm_dtype = llm_dtype
+        #: The reasoning length asked for (``None``: the pipeline's default).
+        self.max_new_tokens = max_new_tokens
         self.label_mode: LabelMode = label_mode
         self._generate_kwargs: dict[str, Any] = {"cache_implementation": "static"} if static_cache else {}
         self.model: Any = None
@@ -123,13 +147,30 @@ class Predictor:
             from emotion_llama.backends.llm import make_llm
 
             config = load_config(preset)
-            self.llm = make_llm(llm, cache=cache)
+            self.llm = make_llm(llm, cache=cache, device=self.llm_device, dtype=llm_dtype)
             self.model_id = "emotion-llama-clues"
             self.backend_name = f"clue pipeline + {self.llm.name}"
         from emotion_llama.backends.vlm import make_describer
 
         self.describer = make_describer(vlm, cache=cache)
+        speech: dict[str, Any] = {}
+        if language is not None:
+            speech["language"] = None if language.strip().lower() == "auto" else language.strip()
+        if asr_model is not None:
+            speech["asr_model"] = asr_model
+        if speech:
+            config = replace(config, perception=replace(config.perception, **speech))
+        if max_new_tokens is not None:
+            config = replace(config, generation=replace(config.generation, max_new_tokens=max_new_tokens))
         self.config = config
+        sp = config.perception
+        if transcribe:
+            # A speech model that cannot load (or an English-only one asked for another language)
+            # fails here, before the face model loads, whose finaliser would then fail at exit;
+            # the model is cached, so the Perceiver's transcriber reuses it.
+            from emotion_llama.perception.transcript import WhisperTranscriber
+
+            WhisperTranscriber(sp.asr_model, language=sp.language, beam_size=sp.asr_beam_size)
         self.perceiver = Perceiver(config.perception, frame=frame, transcribe=transcribe)
 
     @property
@@ -176,6 +217,8 @@ class Predictor:
         nms = list(names) if names is not None else [None] * len(videos)
         if len(subs) != len(videos) or len(nms) != len(videos):
             raise EmotionLlamaError("analyze_many: give one subtitle and one name per video (or none)")
+        from emotion_llama.media.frames import MediaError
+
         with self._lock:
             staged: list[tuple[Any, dict[str, Any], dict[str, float]] | EmotionLlamaError] = []
             for video, sub, nm in zip(videos, subs, nms, strict=True):
@@ -183,6 +226,9 @@ class Predictor:
                     staged.append(self._perceive(video, sub, nm))
                 except EmotionLlamaError as exc:
                     staged.append(exc)
+                except (OSError, ValueError, EOFError) as exc:  # a decoder's own error: still this clip's
+                    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    staged.append(MediaError(f"{video}: not a readable video ({detail})"))
             ok = [s for s in staged if not isinstance(s, EmotionLlamaError)]
             done = self._clues_stage(ok, question) if self.model is None else self._model_stage(ok, question)
             it = iter(done)
@@ -220,93 +266,113 @@ class Predictor:
 
         t0 = time.perf_counter()
         perception = self.perceiver(video, subtitle=subtitle, name=name)
-        record = clue_record(perception)
-        timings = {"perception": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        record = clue_record(perception, label_set=self.label_set)
+        t2 = time.perf_counter()
+        # "perception" holds the clues too (as it always has); "clues" is their share of it
+        timings = {"perception": t2 - t0, "clues": t2 - t1}
         if self.describer is not None and perception.peak_frame is not None:
-            t1 = time.perf_counter()
+            t3 = time.perf_counter()
             description = self.describer.describe([perception.peak_frame])[0]
             add_visual_objective(record, description, self.describer.name)
-            timings["vlm"] = time.perf_counter() - t1
+            timings["vlm"] = time.perf_counter() - t3
         return perception, record, timings
+
+    def _answer_question(self, records: list[dict[str, Any]], question: str) -> list[str | None]:
+        """The LLM's answers to a user's question about each clip, checked like the reasoning: an
+        answer naming evidence the clip does not support is replaced by the clues themselves."""
+        from emotion_llama.annotate.clues import clue_text
+        from emotion_llama.annotate.faithfulness import (
+            check_reasoning,
+            evidence_from_record,
+            grounded_reasoning,
+        )
+        from emotion_llama.annotate.reasoning import question_conversation, reasoning_params
+
+        answers: list[str | None] = [None] * len(records)
+        todo = [i for i, r in enumerate(records) if clue_text(r).strip()]
+        if not todo:
+            return answers
+        got = self.llm.chat_many(
+            [question_conversation(clue_text(records[i]), question) for i in todo],
+            reasoning_params(self.max_new_tokens),
+        )
+        for i, a in zip(todo, got, strict=True):
+            evidence = evidence_from_record(records[i])
+            verdict = check_reasoning(a, evidence)
+            records[i]["answer_faithfulness"] = verdict.to_dict()
+            if verdict.ok:
+                answers[i] = a.strip() or None
+            else:
+                answers[i] = "From the clues alone: " + grounded_reasoning(evidence, records[i].get("label"))
+        return answers
 
     def _clues_stage(
         self, staged: list[tuple[Any, dict[str, Any], dict[str, float]]], question: str | None
     ) -> list[Analysis]:
-        from emotion_llama.annotate.clues import clue_text
         from emotion_llama.annotate.pipeline import reason_records
-        from emotion_llama.annotate.reasoning import REASONING_PARAMS, question_conversation
 
         if not staged:
             return []
         t0 = time.perf_counter()
         records = [r for _, r, _ in staged]
-        reason_records(records, self.llm)
-        answers: list[str | None] = [None] * len(records)
-        if question:
-            todo = [i for i, r in enumerate(records) if clue_text(r).strip()]
-            if todo:
-                got = self.llm.chat_many(
-                    [question_conversation(clue_text(records[i]), question) for i in todo], REASONING_PARAMS
-                )
-                for i, a in zip(todo, got, strict=True):
-                    answers[i] = a.strip() or None
+        reason_records(records, self.llm, self.label_set, max_new_tokens=self.max_new_tokens)
+        answers = self._answer_question(records, question) if question else [None] * len(records)
         share = (time.perf_counter() - t0) / len(staged)
         out = []
         for (p, r, timings), answer in zip(staged, answers, strict=True):
             timings["llm"] = share
-            reasoning = answer if question else r["smp_reason_caption"]
             out.append(
-                Analysis(p.name, r["label"], reasoning, r, timings, p.timeline, None, question, p.peak_frame)
+                Analysis(
+                    name=p.name,
+                    label=r["label"],
+                    reasoning=answer if question else r["smp_reason_caption"],
+                    record=r,
+                    timings=timings,
+                    timeline=p.timeline,
+                    question=question,
+                    peak_frame=p.peak_frame,
+                )
             )
         return out
 
     def _stream_clues(
         self, perception: Any, record: dict[str, Any], timings: dict[str, float], question: str | None
     ) -> Iterator[Event]:
-        from emotion_llama.annotate.clues import clue_text
-        from emotion_llama.annotate.pipeline import apply_reasoning, infer_missing_labels
-        from emotion_llama.annotate.reasoning import (
-            REASONING_PARAMS,
-            fine_conversation,
-            question_conversation,
-        )
-        from emotion_llama.backends.llm import stream_chat
+        """The clues and label first; then the reasoning, which comes in one piece once it has passed
+        the faithfulness check (streaming it token by token would show text that may be withdrawn)."""
+        from emotion_llama.annotate.pipeline import infer_missing_labels, reason_records
 
         t0 = time.perf_counter()
-        text = clue_text(record)
-        infer_missing_labels([record], self.llm)
+        infer_missing_labels([record], self.llm, self.label_set)
         p = perception
         yield Event(
             "clues",
-            Analysis(p.name, record["label"], None, record, dict(timings), p.timeline, None, question),
-        )
-        conversation = None
-        if text.strip():
-            if question:
-                conversation = question_conversation(text, question)
-            elif record["label"]:
-                conversation = fine_conversation(text, record["label"])
-        pieces: list[str] = []
-        if conversation is not None:
-            for piece in stream_chat(self.llm, conversation, REASONING_PARAMS):
-                pieces.append(piece)
-                yield Event("delta", piece)
-        answer = "".join(pieces).strip() or None
-        if not question:
-            record["llm"] = self.llm.name
-            if answer:
-                apply_reasoning(record, answer, self.llm.name)
+            Analysis(
+                name=p.name, label=record["label"], reasoning=None, record=record, timings=dict(timings),
+                timeline=p.timeline, question=question,
+            ),
+        )  # fmt: skip
+        if question:
+            answer = self._answer_question([record], question)[0]
+        else:
+            reason_records([record], self.llm, self.label_set, max_new_tokens=self.max_new_tokens)
+            answer = record["smp_reason_caption"]
+        if answer:
+            yield Event("delta", answer)
         timings["llm"] = time.perf_counter() - t0
         yield Event(
             "done",
             Analysis(
-                p.name, record["label"], answer, record, timings, p.timeline, None, question, p.peak_frame
+                name=p.name, label=record["label"], reasoning=answer, record=record, timings=timings,
+                timeline=p.timeline, question=question, peak_frame=p.peak_frame,
             ),
-        )
+        )  # fmt: skip
 
     def _model_stage(
         self, staged: list[tuple[Any, dict[str, Any], dict[str, float]]], question: str | None
     ) -> list[Analysis | EmotionLlamaError]:
+        from emotion_llama.annotate.faithfulness import check_reasoning, evidence_from_record
         from emotion_llama.model.generation import ClipInput
         from emotion_llama.perception.pipeline import encode
 
@@ -335,12 +401,18 @@ class Predictor:
             timings.update(encoders=(t1 - t0) / len(staged), model=(t2 - t1) / len(clips))
             r["llm"] = f"emotion-llama:{self.model_dir}"
             r["llm_label"] = labels[j]
+            r["label"], r["label_source"] = labels[j], "model"
             if not question:
                 r["smp_reason_caption"] = reasonings[j] or None
+                r["reasoning_source"] = "model" if reasonings[j] else None
+            if reasonings[j]:
+                # checked and reported, not replaced: the text is the model's answer
+                verdict = check_reasoning(reasonings[j], evidence_from_record(r))
+                r["faithfulness"] = {**verdict.to_dict(), "source": "model"}
             rec = {**r, "model_answer": answers[j]}
             out[i] = Analysis(
-                p.name, labels[j], reasonings[j] or None, rec, timings, p.timeline, scores[j], question,
-                p.peak_frame,
+                name=p.name, label=labels[j], reasoning=reasonings[j] or None, record=rec, timings=timings,
+                timeline=p.timeline, scores=scores[j], question=question, peak_frame=p.peak_frame,
             )  # fmt: skip
         return out
 
@@ -349,7 +421,7 @@ class Predictor:
         self, clips: Sequence[Any]
     ) -> tuple[list[str | None], list[dict[str, float] | None], list[str]]:
         """Labels (and their probabilities when scored) of :class:`ClipInput` s, in one batch."""
-        from emotion_llama.prompts import LABELS, parse_label_robust, parse_last_word
+        from emotion_llama.prompts import parse_label_robust, parse_last_word
 
         if self.model is None:
             raise EmotionLlamaError("predict_clips needs the full model (start the predictor with model_dir)")
@@ -370,7 +442,10 @@ class Predictor:
                 max_new_tokens=16,
                 generate_kwargs=self._generate_kwargs,
             )(clips)
-            labels = [parse_label_robust(a, LABELS) or parse_last_word(a, LABELS) for a in answers]
+            ls = self.label_set
+            # The authors' rule falls back to neutral; with a set without it, an unparsed answer is None.
+            fallback = "neutral" if "neutral" in ls else ""
+            labels = [parse_label_robust(a, ls) or parse_last_word(a, ls, fallback) or None for a in answers]
             return labels, [None] * len(clips), answers
 
     def reason_clips(self, clips: Sequence[Any], question: str | None = None) -> list[str]:
@@ -395,12 +470,15 @@ class Predictor:
         if scorer is None:
             from emotion_llama.model.scoring import LabelScorer
 
-            scorer = self._label_scorer = LabelScorer(self.model, self.processor)
+            scorer = self._label_scorer = LabelScorer(self.model, self.processor, labels=self.label_set)
         return scorer
 
 
 def _partial(a: Analysis) -> Analysis:
-    return Analysis(a.name, a.label, None, a.record, dict(a.timings), a.timeline, a.scores, a.question)
+    return Analysis(
+        name=a.name, label=a.label, reasoning=None, record=a.record, timings=dict(a.timings),
+        timeline=a.timeline, scores=a.scores, question=a.question,
+    )  # fmt: skip
 
 
 @dataclass

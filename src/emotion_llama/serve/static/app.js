@@ -33,6 +33,7 @@
     canvas: $("au-canvas"), legend: $("au-legend"), auPng: $("au-png"), timelineNone: $("timeline-none"),
     transcript: $("clue-transcript"), expression: $("clue-expression"), aus: $("clue-aus"),
     tone: $("clue-tone"), candidates: $("clue-candidates"), timings: $("clue-timings"),
+    votes: $("clue-votes"), conflict: $("clue-conflict"), reasoningSource: $("clue-reasoning-source"),
     missingBox: $("missing-box"), missing: $("missing"),
   };
 
@@ -368,7 +369,8 @@
     const ctx = els.canvas.getContext("2d");
     ctx.clearRect(0, 0, els.canvas.width, els.canvas.height);
     lastTimeline = null; lastPeakTime = null;
-    for (const el of [els.transcript, els.expression, els.aus, els.tone, els.candidates, els.timings]) {
+    for (const el of [els.transcript, els.expression, els.aus, els.tone, els.candidates, els.timings,
+                      els.votes, els.conflict, els.reasoningSource]) {
       el.textContent = "\u2026"; el.classList.remove("none");
     }
     els.missingBox.hidden = true; els.missing.replaceChildren();
@@ -423,6 +425,16 @@
     const cands = (c.candidate_labels || []).map((x) =>
       typeof x === "string" ? x : `${x.label} (${Math.round(100 * (x.share || 0))}% of its AUs)`);
     setText(els.candidates, cands);
+    // each modality's own vote (face, voice, words), whether they disagree, who wrote the reasoning
+    const votes = Object.entries(c.modalities || {}).filter(([, v]) => v).map(([m, v]) =>
+      v.label ? `${m}: ${v.label} (${Number(v.confidence || 0).toFixed(2)})`
+        : (v.supports && v.supports.length ? `${m}: ${v.level} arousal` : `${m}: no vote`));
+    setText(els.votes, votes);
+    setText(els.conflict, c.conflict ? (c.conflict_reason || "yes") : (c.modalities ? "none" : null));
+    const written = {llm: "the LLM (passed the faithfulness check)", "llm-retry": "the LLM, on its second try",
+                     grounded: "the clues themselves (the LLM's answers named evidence the clip lacks)",
+                     model: "the Emotion-LLaMA model"};
+    setText(els.reasoningSource, c.reasoning_source ? (written[c.reasoning_source] || c.reasoning_source) : null);
     const t = result.timings_s || {};
     setText(els.timings, Object.keys(t).map((k) => `${k} ${Number(t[k]).toFixed(2)} s`));
     els.missing.replaceChildren();
