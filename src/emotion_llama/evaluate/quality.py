@@ -70,6 +70,10 @@ class QualityClip:
         return self.face_label if self.face_label == self.words_label else None
 
 
+def _tone_clip(name: str, voice: Mapping[str, float], tone: tuple[str, str]) -> QualityClip:
+    return QualityClip(name, "single_face.jpg", "happy", "neutral", voice=voice, tone=tone)
+
+
 _PEXELS = "WolfgangLanger_Pexels.mp4"
 QUALITY_CLIPS: tuple[QualityClip, ...] = (
     # matched: one emotion in face and words
@@ -85,38 +89,19 @@ QUALITY_CLIPS: tuple[QualityClip, ...] = (
     QualityClip("smiling_video_sad_words", _PEXELS, "happy", "sad", start=10.0, seconds=9.5),
     QualityClip("crying_video_happy_words", _PEXELS, "sad", "happy", start=0.0, seconds=9.5),
     QualityClip("angry_photo_happy_words", "15-f13-anc-ph.jpg", "angry", "happy"),
-    # tone pairs: a neutral sentence spoken two ways; the face is the neutral-to-smile video
-    QualityClip(
-        "tone_slow", "single_face.jpg", "happy", "neutral", voice={"rate": 110}, tone=("rate", "low")
-    ),
-    QualityClip(
-        "tone_fast", "single_face.jpg", "happy", "neutral", voice={"rate": 260}, tone=("rate", "high")
-    ),
-    QualityClip(
-        "tone_soft", "single_face.jpg", "happy", "neutral", voice={"amplitude": 30}, tone=("loudness", "low")
-    ),
-    QualityClip(
-        "tone_loud",
-        "single_face.jpg",
-        "happy",
-        "neutral",
-        voice={"amplitude": 190},
-        tone=("loudness", "high"),
-    ),
-    QualityClip(
-        "tone_low", "single_face.jpg", "happy", "neutral", voice={"pitch": 15}, tone=("pitch", "low")
-    ),
-    QualityClip(
-        "tone_high", "single_face.jpg", "happy", "neutral", voice={"pitch": 90}, tone=("pitch", "high")
-    ),
-    # a loud, fast shout with long pauses: pauses must not make it "slow" or "soft"
-    QualityClip(
-        "tone_fast_loud_pauses",
-        "single_face.jpg",
-        "happy",
-        "neutral",
-        voice={"rate": 230, "amplitude": 190, "pause_s": 1.5},
-        tone=("rate", "high"),
+    # tone pairs: a neutral sentence spoken two ways (the face: the smiling portrait)
+    *(
+        _tone_clip(f"tone_{name}", voice, tone)
+        for name, voice, tone in (
+            ("slow", {"rate": 110}, ("rate", "low")),
+            ("fast", {"rate": 260}, ("rate", "high")),
+            ("soft", {"amplitude": 30}, ("loudness", "low")),
+            ("loud", {"amplitude": 190}, ("loudness", "high")),
+            ("low", {"pitch": 15}, ("pitch", "low")),
+            ("high", {"pitch": 90}, ("pitch", "high")),
+            # a loud, fast shout with long pauses: pauses must not make it "slow" or "soft"
+            ("fast_loud_pauses", {"rate": 230, "amplitude": 190, "pause_s": 1.5}, ("rate", "high")),
+        )
     ),
 )
 
@@ -145,17 +130,13 @@ def build_quality_clips(
     for clip in QUALITY_CLIPS:
         path = root / f"{clip.name}.mp4"
         if not path.is_file():
-            v = dict(clip.voice)
             make_speaking_clip(
                 media / clip.face,
                 SENTENCES[clip.words_label],
                 path,
                 start=clip.start,
                 seconds=clip.seconds,
-                rate=int(v.get("rate", 150)),
-                amplitude=int(v.get("amplitude", 100)),
-                pitch=int(v.get("pitch", 50)),
-                pause_s=float(v.get("pause_s", 0.0)),
+                **clip.voice,
             )
         out.append((clip, path))
     return out

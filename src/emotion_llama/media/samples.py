@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from emotion_llama.errors import EmotionLlamaError
 
@@ -93,29 +94,17 @@ def make_speaking_clip(
     *,
     start: float = 0.0,
     seconds: float | None = None,
-    rate: int = 150,
-    voice: str = "en-us",
-    amplitude: int = 100,
-    pitch: int = 50,
-    pause_s: float = 0.0,
+    **voice: Any,
 ) -> Path:
     """``face_video`` (a video, or a picture shown for the whole clip) from ``start`` (for
     ``seconds``, default: as long as the speech) with ``text`` spoken by espeak-ng as its audio
-    track (H.264 + AAC mp4; see :func:`speak` for the voice options). A video loops if the speech is
-    longer than it."""
+    track (H.264 + AAC mp4). ``voice``: :func:`speak`'s options (``rate``, ``voice``,
+    ``amplitude``, ``pitch``, ``pause_s``). A video loops if the speech is longer than it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture = Path(face_video).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"}
     with tempfile.TemporaryDirectory() as tmp:
-        wav = speak(
-            text,
-            Path(tmp) / "speech.wav",
-            rate=rate,
-            voice=voice,
-            amplitude=amplitude,
-            pitch=pitch,
-            pause_s=pause_s,
-        )
+        wav = speak(text, Path(tmp) / "speech.wav", **voice)
         length = ["-t", str(seconds)] if seconds is not None else ["-shortest"]
         source = (
             ["-loop", "1", "-framerate", "25", "-i", str(face_video)]
