@@ -92,7 +92,9 @@ def test_probe_real_clip(videos, tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "p.json").read_text())
     assert rec["faces"]["frames_with_face"] >= 0.9 * rec["faces"]["frames_analysed"]
-    assert rec["peak"]["index"] is not None and rec["peak"]["aus"]["AU12"] > 1.0  # she smiles
+    # 3.0-5.5 s of the video: she cries, eyes shut and brows knit (the cry face, not a smile)
+    assert rec["peak"]["index"] is not None and rec["peak"]["aus"]["AU04"] > 1.0
+    assert rec["peak"]["aus"]["AU12"] == 0.0 and "eyes closed" in rec["eyes"]["phrases"]
     assert word_error_rate(SENTENCES[1], rec["transcript"]["text"]) <= 0.1
     assert (tmp_path / "p.au.png").read_bytes()[:4] == b"\x89PNG"
     assert "AU peak at" in r.stdout
