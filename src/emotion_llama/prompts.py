@@ -319,7 +319,8 @@ LABEL_WORDS: dict[str, tuple[str, ...]] = {
     ),
     "disgust": ("disgust", "disgusted", "disgusting", "revulsion", "repulsed"),
 }
-_NEGATIONS = frozenset(
+#: Words that negate a label mentioned in the three words after them.
+NEGATIONS = frozenset(
     {
         "not",
         "no",
@@ -356,7 +357,7 @@ def parse_label_robust(text: str, labels: tuple[str, ...] = MER_LABELS) -> str |
         window = tokens[max(0, i - 3) : i]
         if "but" in window:
             window = window[len(window) - window[::-1].index("but") :]
-        if any(w in _NEGATIONS or w.endswith("n't") for w in window):
+        if any(w in NEGATIONS or w.endswith("n't") for w in window):
             continue
         found = label
     return found

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.prompts import NEGATIONS
 
 HIGH_AROUSAL: tuple[str, ...] = ("angry", "happy", "surprise", "fear")
 LOW_AROUSAL: tuple[str, ...] = ("sad", "neutral")
@@ -78,9 +79,8 @@ _NRC_TO_LABEL = {
     "disgust": ("disgust",),
 }
 _NEGATIVE_ORDER = ("sadness", "anger", "disgust", "fear")
-_NEGATORS = frozenset(
-    {"not", "no", "never", "nothing", "nobody", "none", "neither", "nor", "cannot", "without", "hardly"}
-)
+# the label parser's negations, and the pronouns of negation an emotion word can follow
+_NEGATORS = NEGATIONS | {"nothing", "nobody", "none", "cannot"}
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 #: Interjections of surprise, which neither lexicon marks as such.
 _SURPRISE = re.compile(r"\b(wow|whoa|woah|oh my (god|gosh)|omg|no way|unbelievable|what a surprise)\b")
