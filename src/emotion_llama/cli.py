@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import json_dumps, printable, text_for_file
 
 if TYPE_CHECKING:
     from emotion_llama.config import EmotionLlamaConfig
@@ -50,14 +51,57 @@ def _exit_on_failures(failed: list[tuple[str, str]]) -> None:
     table.add_column("video")
     table.add_column("reason")
     for path, reason in failed:
-        table.add_row(escape(Path(path).name), escape(reason))
+        table.add_row(escape(printable(Path(path).name)), escape(printable(reason)))
     err_console.print(table)
     raise typer.Exit(code=1)
 
 
 def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(printable(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as one line naming the path and the problem."""
+    where = exc.filename if exc.filename is not None else None
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if where is None:
+        return what
+    line = f"{printable(os.fsdecode(where))}: {what}"
+    if exc.filename2 is not None:
+        line += f" (to {printable(os.fsdecode(exc.filename2))})"
+    return line
+
+
+def _out_folder(option: str, path: Path) -> Path:
+    """``path`` as an output folder, checked before any work: not an existing file, creatable."""
+    if path.exists() and not path.is_dir():
+        raise EmotionLlamaError(f"{option} {printable(path)}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmotionLlamaError(
+            f"{option} {printable(path)}: cannot create it ({exc.strerror or exc})"
+        ) from None
+    return path
+
+
+def _out_file(option: str, path: Path | None) -> Path | None:
+    """``path`` as an output file, checked before any work: not a folder, its folder creatable and
+    writable (the file itself is written when the results are there)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise EmotionLlamaError(f"{option} {printable(path)}: is a folder, give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmotionLlamaError(
+            f"{option} {printable(path)}: cannot create its folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EmotionLlamaError(f"{option} {printable(path)}: not writable")
+    return path
 
 
 LanguageOpt = Annotated[
@@ -201,6 +245,7 @@ def convert_authors(
         from emotion_llama.config import load_config
         from emotion_llama.model.checkpoint import convert_authors_checkpoint
 
+        _out_folder("--out", out)
         folder, unexpected = convert_authors_checkpoint(checkpoint, load_config(preset), out)
     except EmotionLlamaError as exc:
         _fail(exc)
@@ -225,8 +270,8 @@ def convert_eva(
         from emotion_llama.model.checkpoint import load_eva_vit_g, write_safetensors
 
         config = load_config(preset)
+        _out_file("--out", out)
         state = load_eva_vit_g(str(checkpoint), config.vision)
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_safetensors(state, out, {"format": "blip2-vision", "image_size": str(config.vision.image_size)})
     except EmotionLlamaError as exc:
         _fail(exc)
@@ -244,6 +289,7 @@ def export_merged_cmd(
     try:
         from emotion_llama.model.checkpoint import export_merged
 
+        _out_folder("--out", out)
         folder = export_merged(model_dir, out)
     except EmotionLlamaError as exc:
         _fail(exc)
@@ -338,9 +384,14 @@ def probe(
     """What perception finds in one video: duration, faces and the main person, the AU peak frame
     and its action units, the transcript; and a PNG of the AU timeline with the peak marked."""
     try:
+        from emotion_llama.media.video import checked_path
         from emotion_llama.perception.action_units import plot_au_timeline
         from emotion_llama.perception.pipeline import Perceiver
 
+        checked_path(video)  # a missing or odd file fails in one line before any model loads
+        _out_file("--json", json_out)
+        png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
+        _out_file("--plot", png)
         config = _load_config(preset, language=language, asr_model=asr_model)
         with Perceiver(config.perception, frame=frame) as perceiver:
             result = perceiver(video, subtitle=subtitle)
@@ -348,14 +399,12 @@ def probe(
         _fail(exc)
         return
     record = result.record()
-    png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
     plot_au_timeline(result.timeline, png, peak=result.peak, title=video.name)
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_json_file(json_out, record)
     v, faces, peak = record["video"], record["faces"], record["peak"]
     console.print(
-        f"[bold]{escape(video.name)}[/]: {v['duration_s']:.2f} s, {v['width']}x{v['height']}, "
+        f"[bold]{escape(printable(video.name))}[/]: {v['duration_s']:.2f} s, {v['width']}x{v['height']}, "
         f"{v['fps']:.2f} fps, audio: {'yes' if v['has_audio'] else 'no'}"
     )
     console.print(f"faces: found in {faces['frames_with_face']}/{faces['frames_analysed']} analysed frames")
@@ -367,8 +416,15 @@ def probe(
     t = record["transcript"]
     console.print(f"transcript: {escape(t['text']) if t and t['text'] else '(none)'}")
     for m in record["missing"]:
-        console.print(f"[yellow]missing[/] {escape(m)}")
-    console.print(f"wrote {png}" + (f", {json_out}" if json_out else ""))
+        console.print(f"[yellow]missing[/] {escape(printable(m))}")
+    console.print(f"wrote {printable(png)}" + (f", {printable(json_out)}" if json_out else ""))
+
+
+def _write_json_file(path: Path, obj: Any) -> None:
+    from emotion_llama.encoders.store import atomic_write_bytes
+    from emotion_llama.names import json_bytes
+
+    atomic_write_bytes(path, json_bytes(obj, indent=1))
 
 
 @app.command()
@@ -395,6 +451,7 @@ def extract(
     try:
         from emotion_llama.perception.extract import extract_folder
 
+        _out_folder("--out", out)
         config = _load_config(preset, language=language, asr_model=asr_model)
         subs = None
         if subtitles is not None:
@@ -442,23 +499,26 @@ CSV_COLUMNS = (
 
 
 def _video_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given, folders as their videos (sorted, by extension, not recursive)."""
-    from emotion_llama.perception.extract import VIDEO_SUFFIXES, list_videos
+    """Files as given, folders as their videos (sorted, by extension, not recursive). A folder's
+    entries that cannot be videos (a folder or pipe named .mp4, a dangling link...) stay in the list
+    and fail in their place with the reason."""
+    from emotion_llama.perception.extract import VIDEO_SUFFIXES, scan_videos
 
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = list_videos(path)
+            scan = scan_videos(path)
+            found = sorted([*scan.videos, *(Path(p) for p, _ in scan.problems)])
             if not found:
                 err_console.print(
-                    f"[yellow]warning:[/] {escape(str(path))}: no videos "
+                    f"[yellow]warning:[/] {escape(printable(path))}: no videos "
                     f"({', '.join(sorted(VIDEO_SUFFIXES))})"
                 )
             out.extend(found)
         else:
             out.append(path)  # a missing or broken file fails in its place, not here
     if not out:
-        raise EmotionLlamaError("no videos to analyse in " + ", ".join(str(p) for p in paths))
+        raise EmotionLlamaError("no videos to analyse in " + ", ".join(printable(p) for p in paths))
     return out
 
 
@@ -468,8 +528,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list | tuple):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+        return json_dumps(value)
+    return text_for_file(str(value))
 
 
 def _csv_row(entry: dict[str, Any], *, model_kind: bool) -> list[str]:
@@ -538,6 +598,7 @@ def analyze(
             from emotion_llama.prompts import resolve_label_set
             from emotion_llama.serve.predictor import Predictor
 
+            _out_file("--json", json_out)
             clips = _video_inputs(videos)
             labels = resolve_label_set(label_set)
             jsonl = _open_output(stack, "--jsonl", jsonl_out)
@@ -562,18 +623,19 @@ def analyze(
         failed = _analyze_clips(analyzer, clips, subtitle, json_out, jsonl, table)
         written = [p for p in (json_out, jsonl_out, csv_out) if p is not None]
         if written:
-            console.print("wrote " + ", ".join(str(p) for p in written))
+            console.print("wrote " + ", ".join(printable(p) for p in written))
     _exit_on_failures(failed)
 
 
 def _open_output(stack: ExitStack, option: str, path: Path | None) -> TextIO | None:
-    if path is None:
+    if _out_file(option, path) is None:
         return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         return stack.enter_context(path.open("w", encoding="utf-8", newline=""))
     except OSError as exc:
-        raise EmotionLlamaError(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
+        raise EmotionLlamaError(
+            f"{option} {printable(path)}: cannot write it ({exc.strerror or exc})"
+        ) from None
 
 
 def _analyze_clips(
@@ -589,6 +651,7 @@ def _analyze_clips(
     import csv
 
     from emotion_llama.perception.action_units import plot_au_timeline
+    from emotion_llama.perception.extract import failure_reason
 
     writer = csv.writer(table) if table is not None else None
     if writer is not None and table is not None:
@@ -606,9 +669,9 @@ def _analyze_clips(
         for video, a in zip(chunk, results, strict=True):
             if isinstance(a, Exception):
                 entry: dict[str, Any] = {"name": video.stem, "video": str(video), "error": str(a)}
-                failed.append((str(video), str(a)))
-                why = str(a) if video.name in str(a) else f"{video.name}: {a}"
-                err_console.print(f"[bold red]failed[/] {escape(why)}", highlight=False)
+                failed.append((str(video), failure_reason(a, video)))
+                why = f"{printable(video.name)}: {failure_reason(a, video)}"
+                err_console.print(f"[bold red]failed[/] {escape(printable(why))}", highlight=False)
             else:
                 d = a.to_dict()
                 entry = {"name": d.pop("name"), "video": str(video), **d}
@@ -620,22 +683,20 @@ def _analyze_clips(
                     console.print(f"wrote {png}")
             entries.append(entry)
             if jsonl is not None:
-                jsonl.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                jsonl.write(json_dumps(entry) + "\n")
                 jsonl.flush()
             if writer is not None and table is not None:
                 writer.writerow(_csv_row(entry, model_kind=analyzer.kind == "model"))
                 table.flush()
     if json_out:
-        payload = entries[0] if len(entries) == 1 else entries
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_json_file(json_out, entries[0] if len(entries) == 1 else entries)
     return failed
 
 
 def _print_analysis(a) -> None:  # type: ignore[no-untyped-def]
     r = a.record
     console.print(
-        f"[bold]{escape(a.name)}[/]: [bold green]{escape(str(a.label))}[/]"
+        f"[bold]{escape(printable(a.name))}[/]: [bold green]{escape(str(a.label))}[/]"
         f" ({escape(str(r.get('label_source') or 'model'))})"
     )
     if a.reasoning:
@@ -719,6 +780,7 @@ def annotate(
         from emotion_llama.prompts import resolve_label_set
 
         check_dtype(llm_dtype)  # before any clip is perceived
+        _out_folder("--out", out)
         options = AnnotateOptions(
             llm=llm,
             workers=workers,
@@ -886,6 +948,7 @@ def sample(
     try:
         from emotion_llama.media.samples import make_speaking_clip, real_media_dir
 
+        _out_file("OUT", out)
         make_speaking_clip(real_media_dir() / "WolfgangLanger_Pexels.mp4", text, out, start=8.0)
     except EmotionLlamaError as exc:
         _fail(exc)
@@ -996,6 +1059,7 @@ def evaluate(
         )
 
         bench = get_benchmark(benchmark)
+        _out_folder("--out", out)
         predict = model_predict_fn(
             model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label_mode=labels
         )
@@ -1039,7 +1103,7 @@ def score(
         if not predictions.is_file():
             raise DataError(f"{predictions}: no such file")
         bench = get_benchmark(benchmark)
-        target = out or predictions.parent
+        target = _out_folder("--out", out or predictions.parent)
         records = read_predictions(predictions)
         _score_and_report(bench, records, predictions, target, _judge(judge, target), wheels, None)
     except EmotionLlamaError as exc:
@@ -1060,6 +1124,7 @@ def synth(
         from emotion_llama.config import load_config
         from emotion_llama.data.synth import make_synthetic_dataset
 
+        _out_folder("--out", out)
         clips = make_synthetic_dataset(out, n=n, config=load_config(preset), seed=seed, layout=layout)
     except EmotionLlamaError as exc:
         _fail(exc)
@@ -1113,10 +1178,17 @@ def train_cmd(
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped, never fails
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         app()
     except EmotionLlamaError as exc:  # a last net: never a traceback for bad input
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(printable(exc))}", highlight=False)
+        sys.exit(2)
+    except OSError as exc:  # a path that cannot be written or read: one line naming it
+        err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False)
         sys.exit(2)
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.encoders.store import atomic_write_bytes, jpeg_bytes
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import json_bytes, record_id
 from emotion_llama.prompts import LABELS
 
 SCHEMA = "emotion-llama-merr/2"
@@ -202,7 +203,7 @@ def add_visual_objective(record: dict[str, Any], description: str | None, source
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(obj, indent=1))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -427,18 +428,25 @@ def annotate_folder(
     from emotion_llama.annotate.filters import class_balance, near_duplicates
     from emotion_llama.annotate.report import write_report
     from emotion_llama.backends.llm import make_llm
-    from emotion_llama.perception.extract import list_videos, perceive_all
+    from emotion_llama.perception.extract import failure_reason, perceive_all, scan_videos
     from emotion_llama.progress import progress_bar
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    all_videos = list_videos(videos)
-    summary = AnnotateSummary(total=len(all_videos))
+    scan = scan_videos(videos)
+    all_videos = scan.videos
+    summary = AnnotateSummary(total=len(all_videos) + len(scan.problems), failed=list(scan.problems))
     for stale in out.rglob(".*.tmp"):
         stale.unlink(missing_ok=True)
-    done_final = {v.stem for v in all_videos if _read_json(out / "records" / f"{v.stem}.json") is not None}
-    done_clues = {v.stem for v in all_videos if _read_json(out / "work" / f"{v.stem}.json") is not None}
-    todo = [v for v in all_videos if v.stem not in done_final and v.stem not in done_clues]
+    # Inside the dataset each clip goes by its record id: its file name when that is a plain token,
+    # else a safe form of it (spaces, bytes that are not UTF-8...); ``source`` keeps the path as is.
+    rid = {v: record_id(v.stem) for v in all_videos}
+    labels = options.labels
+    if labels:  # user labels may be keyed by the file's name or by its record id
+        labels = {**{record_id(k): v for k, v in labels.items()}, **labels}
+    done_final = {v for v in all_videos if _read_json(out / "records" / f"{rid[v]}.json") is not None}
+    done_clues = {v for v in all_videos if _read_json(out / "work" / f"{rid[v]}.json") is not None}
+    todo = [v for v in all_videos if v not in done_final and v not in done_clues]
 
     store = encoders = None
     if options.with_features:
@@ -472,24 +480,31 @@ def annotate_folder(
             ):
                 bar.advance(task)
                 if isinstance(result, BaseException):
-                    summary.failed.append((str(path), str(result).removeprefix(f"{path}: ")))
+                    summary.failed.append((str(path), failure_reason(result, path)))
                     continue
-                record = clue_record(
-                    result,
-                    labels=options.labels,
-                    au_threshold=options.au_threshold,
-                    au_min_share=options.au_min_share,
-                    label_set=options.label_set,
-                )
-                if describer is not None and result.peak_frame is not None:
-                    add_visual_objective(record, describer.describe([result.peak_frame])[0], describer.name)
-                save_clue_stage(out, result, record)
-                if store is not None and encoders is not None:
-                    from emotion_llama.perception.pipeline import encode
+                result = replace(result, name=rid[path])
+                try:
+                    record = clue_record(
+                        result,
+                        labels=labels,
+                        au_threshold=options.au_threshold,
+                        au_min_share=options.au_min_share,
+                        label_set=options.label_set,
+                    )
+                    if describer is not None and result.peak_frame is not None:
+                        add_visual_objective(
+                            record, describer.describe([result.peak_frame])[0], describer.name
+                        )
+                    save_clue_stage(out, result, record)
+                    if store is not None and encoders is not None:
+                        from emotion_llama.perception.pipeline import encode
 
-                    feats = encode([result], encoders, device=options.device)[0]
-                    if feats is not None:
-                        store.write(result.name, feats, frame=result.global_frame, source=result.source)
+                        feats = encode([result], encoders, device=options.device)[0]
+                        if feats is not None:
+                            store.write(result.name, feats, frame=result.global_frame, source=result.source)
+                except (EmotionLlamaError, OSError, ValueError) as exc:  # this clip alone fails
+                    summary.failed.append((str(path), failure_reason(exc, path)))
+                    continue
                 summary.perceived_now += 1
 
         t1 = time.perf_counter()
@@ -497,7 +512,7 @@ def annotate_folder(
         pending = [
             rec
             for v in all_videos
-            if v.stem not in done_final and (rec := _read_json(out / "work" / f"{v.stem}.json")) is not None
+            if v not in done_final and (rec := _read_json(out / "work" / f"{rid[v]}.json")) is not None
         ]
         if pending:
             llm = llm or make_llm(
@@ -525,7 +540,17 @@ def annotate_folder(
         summary.timings["llm"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
-    records = [r for v in all_videos if (r := _read_json(out / "records" / f"{v.stem}.json")) is not None]
+    records = []
+    for v in all_videos:
+        r = _read_json(out / "records" / f"{rid[v]}.json")
+        if r is None:
+            continue
+        try:  # a record that does not validate fails alone, with its reason, before any filter
+            validate_record(r)
+        except EmotionLlamaError as exc:
+            summary.failed.append((str(v), str(exc)))
+            continue
+        records.append(r)
     dups = near_duplicates(
         [r["smp_reason_caption"] or r["caption"] for r in records], options.duplicate_threshold
     )
@@ -539,7 +564,6 @@ def annotate_folder(
                 "unfaithful reasoning: every LLM answer named evidence the clip does not support"
             )
     for r in records:
-        validate_record(r)
         source = r.get("reasoning_source")
         if source:
             summary.reasoning_sources[source] = summary.reasoning_sources.get(source, 0) + 1

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import json_bytes
 
 AUTHORS_DIRS = {"audio": "HL-UTT", "local": "mae_340_UTT", "temporal": "maeV_399_UTT"}
 MODALITIES = ("local", "temporal", "audio")
@@ -55,7 +56,8 @@ class ClipFeatures:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the name's start only: a file name near the system's 255-byte limit must still get a temp file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -179,8 +181,7 @@ class FeatureStore:
         if frame is not None:
             atomic_write_bytes(self.frame_path(name), jpeg_bytes(frame))
         if clues is not None:
-            text = json.dumps(clues, indent=1, ensure_ascii=False, default=_json_default)
-            atomic_write_bytes(self.clue_path(name), text.encode("utf-8"))
+            atomic_write_bytes(self.clue_path(name), json_bytes(clues, indent=1, default=_json_default))
         entry: dict[str, Any] = {"sha256": self._checksum(name)}
         if source is not None:
             entry["source"] = source

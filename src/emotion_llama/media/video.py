@@ -10,8 +10,11 @@ PyAV is imported lazily: the types here are read by code (CLI help, configs) tha
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ import numpy as np
 
 from emotion_llama.errors import ConfigError, EmotionLlamaError
 from emotion_llama.media.frames import MediaError
+from emotion_llama.names import printable
 
 if TYPE_CHECKING:
     import av
@@ -72,12 +76,46 @@ class Frame:
 
 
 # -- opening and error conversion ----------------------------------------------------------------
+def entry_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a media file, in words (a folder, a named pipe, a dangling
+    link, a link loop, an empty file...); ``None`` for a regular, non-empty file."""
+    try:
+        st = os.stat(path)  # follows symbolic links, as opening would
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return "a dangling symbolic link (its target does not exist)"
+        return "no such file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if exc.errno == errno.EACCES:
+            return "permission denied"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "the file name is too long"
+        return f"cannot be read ({exc.strerror or exc})"
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        return "a folder, not a video file"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a video file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a video file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a video file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "the file is empty (0 bytes)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
+
+
 def checked_path(path: str | Path) -> Path:
     path = Path(path)
-    if not path.is_file():
-        raise MediaError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{path}: the file is empty (0 bytes)")
+    problem = entry_problem(path)
+    if problem is not None:
+        raise MediaError(f"{printable(path)}: {problem}")
     return path
 
 

@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import printable
 
 #: The AUs of SPEC 6 (OpenFace 2's set) and the phrases used in expression descriptions.
 AU_NAMES: dict[str, str] = {
@@ -683,7 +684,8 @@ def plot_au_timeline(tl: AUTimeline, path: str | Path, peak: int | None = None, 
     ax.set_ylim(0, AU_MAX + 0.2)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("AU intensity (0-5)")
-    ax.set_title(title or f"action units ({tl.source})")
+    # a file name may hold bytes that are not text: shown escaped, never a rendering failure
+    ax.set_title(printable(title) if title else f"action units ({tl.source})")
     if ever:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     fig.tight_layout()

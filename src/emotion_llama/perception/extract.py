@@ -17,6 +17,7 @@ from typing import Any
 
 from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import printable
 from emotion_llama.progress import progress_bar
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
@@ -30,11 +31,56 @@ class ExtractSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def list_videos(folder: str | Path) -> list[Path]:
+@dataclass
+class VideoScan:
+    """A folder's videos, and the entries with a video's name that cannot be one, with why."""
+
+    videos: list[Path]
+    problems: list[tuple[str, str]]
+
+
+def scan_videos(folder: str | Path) -> VideoScan:
+    """The videos of ``folder`` (by extension, sorted, not recursive). An entry named like a video
+    that is not a readable regular file (a folder, a named pipe, a dangling link or a link loop, an
+    empty file) or whose clip name (the stem) another video already has, is listed in ``problems``
+    with the reason instead: the caller reports it with the failed clips."""
+    from emotion_llama.media.video import entry_problem
+
     folder = Path(folder)
     if not folder.is_dir():
-        raise EmotionLlamaError(f"{folder}: no such folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+        raise EmotionLlamaError(f"{printable(folder)}: {entry_problem(folder) or 'no such folder'}")
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise EmotionLlamaError(f"{printable(folder)}: cannot list it ({exc.strerror or exc})") from None
+    videos: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, Path] = {}
+    for p in entries:
+        if p.suffix.lower() not in VIDEO_SUFFIXES:
+            continue
+        why = entry_problem(p)
+        if why is None and p.stem in seen:
+            why = f"has the clip name {printable(p.stem)!r} of {printable(seen[p.stem].name)}; rename one"
+        if why is not None:
+            problems.append((str(p), why))
+            continue
+        seen[p.stem] = p
+        videos.append(p)
+    return VideoScan(videos, problems)
+
+
+def list_videos(folder: str | Path) -> list[Path]:
+    """The readable videos of ``folder`` (see :func:`scan_videos` for the entries left out)."""
+    return scan_videos(folder).videos
+
+
+def failure_reason(exc: BaseException, path: str | Path) -> str:
+    """A clip's failure in words, without the path it starts with (the failure table names the clip)."""
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+    for prefix in (f"{path}: ", f"{printable(path)}: "):
+        text = text.removeprefix(prefix)
+    return text
 
 
 # -- worker side -------------------------------------------------------------------------------------
@@ -101,8 +147,9 @@ def extract_folder(
         analysis_fps=p.analysis_fps,
     )
     store.clean_partial()
-    all_videos = list_videos(videos)
-    summary = ExtractSummary(total=len(all_videos))
+    scan = scan_videos(videos)
+    all_videos = scan.videos
+    summary = ExtractSummary(total=len(all_videos) + len(scan.problems), failed=list(scan.problems))
     todo = [v for v in all_videos if not store.is_done(v.stem)]
     summary.already_done = len(all_videos) - len(todo)
     if not todo:
@@ -118,9 +165,16 @@ def extract_folder(
             if feat is None:
                 summary.failed.append((result.source, "; ".join(result.missing) or "no features"))
                 continue
-            store.write(
-                result.name, feat, frame=result.global_frame, clues=result.record(), source=result.source
-            )
+            try:
+                store.write(
+                    result.name, feat, frame=result.global_frame, clues=result.record(), source=result.source
+                )
+            except OSError as exc:  # e.g. a name too long for a file beside its suffix: this clip alone
+                summary.failed.append((result.source, f"cannot write its features ({exc.strerror or exc})"))
+                continue
+            except EmotionLlamaError as exc:  # e.g. a non-finite vector
+                summary.failed.append((result.source, str(exc)))
+                continue
             summary.written += 1
             if on_written:
                 on_written(result.name)
@@ -132,8 +186,7 @@ def extract_folder(
         for path, result in perceive_all(todo, p, frame, workers, subtitles or {}):
             bar.advance(task)
             if isinstance(result, BaseException):
-                reason = str(result).removeprefix(f"{path}: ")
-                summary.failed.append((str(path), reason))
+                summary.failed.append((str(path), failure_reason(result, path)))
                 continue
             pending.append(result)
             if len(pending) >= batch_size:
