@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import random_media
 from emotion_llama.config import VisionConfig, paper_config
 from emotion_llama.errors import CheckpointError
-from emotion_llama.model.builder import build_model, to_module_key
+from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import (
     convert_authors_checkpoint,
     convert_authors_state,
@@ -24,6 +24,7 @@ from emotion_llama.model.checkpoint import (
     save_pretrained,
     trainable_state,
 )
+from emotion_llama.model.keys import to_module_key
 
 
 def authors_state(config, seed=0):

@@ -5,7 +5,8 @@ import torch
 
 from conftest import random_media
 from emotion_llama.errors import FeatureCountError
-from emotion_llama.model.builder import build_model, is_trainable_key, parameter_counts
+from emotion_llama.model.builder import build_model, parameter_counts
+from emotion_llama.model.keys import is_trainable_key
 from emotion_llama.model.modeling import group_patches
 
 

@@ -25,3 +25,7 @@ class CheckpointError(EmotionLlamaError, ValueError):
 
 class FeatureCountError(EmotionLlamaError, ValueError):
     """The number of placeholder positions does not match the number of feature vectors."""
+
+
+class MediaError(EmotionLlamaError):
+    """A video, audio or image file cannot be read (missing, empty, not media, truncated...)."""

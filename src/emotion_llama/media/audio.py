@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emotion_llama.errors import ConfigError
-from emotion_llama.media.frames import MediaError
+from emotion_llama.errors import ConfigError, MediaError
 from emotion_llama.media.video import check_not_truncated, checked_path, open_media
 
 if TYPE_CHECKING:

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.errors import MediaError
+
+__all__ = ["IMAGE_SUFFIXES", "MediaError", "read_frame"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-class MediaError(EmotionLlamaError):
-    """A media file cannot be read; the message names it."""
 
 
 def read_frame(path: str | Path, which: str = "first") -> np.ndarray:

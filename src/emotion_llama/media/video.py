@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emotion_llama.errors import ConfigError, EmotionLlamaError
-from emotion_llama.media.frames import MediaError
+from emotion_llama.errors import ConfigError, EmotionLlamaError, MediaError
 from emotion_llama.names import printable
 
 if TYPE_CHECKING:

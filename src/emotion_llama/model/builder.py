@@ -9,39 +9,18 @@ On ``device="meta"`` nothing is allocated and nothing is loaded (``inspect``).
 from __future__ import annotations
 
 import contextlib
-import re
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from emotion_llama.config import EmotionLlamaConfig
+from emotion_llama.config import EmotionLlamaConfig, VisionConfig
 from emotion_llama.errors import ConfigError
+from emotion_llama.model.keys import ADAPTER, PROJECTIONS, convert_eva_state, is_trainable_key
 from emotion_llama.model.modeling import EmotionLlama, GlobalEncoder
+from emotion_llama.weights import read_torch_file
 
-ADAPTER = "default"
-_LORA_MODULE_KEY = re.compile(r"\.lora_([AB])\.default\.")
-_LORA_CANON_KEY = re.compile(r"\.lora_([AB])\.(weight|bias)$")
-
-
-# -- key names ---------------------------------------------------------------------------------
-def to_canonical_key(module_key: str) -> str:
-    """Module name in :class:`EmotionLlama` -> the authors' checkpoint key name.
-
-    ``llm.base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight``
-    -> ``llama_model.base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``
-    """
-    if module_key.startswith("llm."):
-        module_key = "llama_model." + module_key[len("llm.") :]
-    return _LORA_MODULE_KEY.sub(r".lora_\1.", module_key)
-
-
-def to_module_key(canonical_key: str) -> str:
-    """Inverse of :func:`to_canonical_key`: inserts PEFT's adapter name, which old PEFT omitted
-    (loading such keys with ``strict=False`` is how users silently lost every adapter)."""
-    if canonical_key.startswith("llama_model."):
-        canonical_key = "llm." + canonical_key[len("llama_model.") :]
-    return _LORA_CANON_KEY.sub(rf".lora_\1.{ADAPTER}.\2", canonical_key)
+__all__ = ["ADAPTER", "build_model", "load_eva_vit_g", "parameter_counts", "set_trainable"]
 
 
 # -- LLM -----------------------------------------------------------------------------------------
@@ -168,8 +147,6 @@ def build_model(
         if enc_state:
             encoder.load_state_dict(enc_state, strict=True)
         elif pretrained and config.vision.weights is not None:
-            from emotion_llama.model.checkpoint import load_eva_vit_g
-
             encoder.vit.load_state_dict(load_eva_vit_g(config.vision.weights, config.vision))
         llm = add_lora(llm, config)
         model = EmotionLlama(config, encoder, llm).to(dtype)
@@ -183,19 +160,6 @@ def set_trainable(model: EmotionLlama) -> None:
     """Freeze everything but the LoRA adapters and the projections."""
     for name, p in model.named_parameters():
         p.requires_grad = is_trainable_key(name)
-
-
-def is_trainable_key(module_key: str) -> bool:
-    return ".lora_" in module_key or module_key.split(".")[0] in PROJECTIONS
-
-
-PROJECTIONS = (
-    "llama_proj",
-    "feats_llama_proj1",
-    "feats_llama_proj2",
-    "feats_llama_proj3",
-    "cls_tk_llama_proj",
-)
 
 
 def frozen_state_dict(model: EmotionLlama) -> dict[str, torch.Tensor]:
@@ -242,3 +206,14 @@ def parameter_counts(model: EmotionLlama) -> dict[str, int]:
     counts["frozen_parameters"] = frozen
     counts["total_parameters"] = trainable + frozen
     return counts
+
+
+def load_eva_vit_g(weights: str, vision: VisionConfig) -> dict[str, torch.Tensor]:
+    """Fetch (by source name or path), verify, read and convert BLIP-2's ``eva_vit_g.pth``."""
+    from emotion_llama.sources import fetch
+
+    path = fetch(weights)
+    raw = read_torch_file(path)
+    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
+        raw = raw["model"]
+    return convert_eva_state(raw, vision, path)

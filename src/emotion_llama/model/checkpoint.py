@@ -8,171 +8,73 @@ The project's format is a folder::
                            key names (``llama_model.base_model.model....lora_A.weight``...)
     frozen.safetensors     only when a frozen part has no external source (random weights)
 
-The key conversions are pure dict-to-dict functions; files are read and written at the edges.
+The key tables and conversions are pure functions in ``keys.py``; weight files are read and
+written through ``emotion_llama.weights``; this module is the folder format and its edges.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from emotion_llama.config import EmotionLlamaConfig, VisionConfig
-from emotion_llama.errors import CheckpointError, ConfigError
+from emotion_llama.config import EmotionLlamaConfig
+from emotion_llama.errors import CheckpointError
 from emotion_llama.model.builder import (
-    PROJECTIONS,
     base_llm_state_dict,
     build_model,
     frozen_state_dict,
+    load_eva_vit_g,
     resolve_llm_sizes,
+)
+from emotion_llama.model.keys import (
+    PROJECTIONS,
+    check_trainable_state,
+    convert_authors_state,
+    convert_eva_state,
+    expected_trainable_shapes,
+    few_keys,
+    interpolate_position_embedding,
+    merge_lora_state,
     to_canonical_key,
     to_module_key,
 )
 from emotion_llama.model.modeling import EmotionLlama
+from emotion_llama.weights import read_safetensors, read_torch_file, write_safetensors
+
+# The key functions are part of this module's interface too (the CLI and users import them here).
+__all__ = [
+    "CONFIG_FILE",
+    "FROZEN_FILE",
+    "WEIGHTS_FILE",
+    "check_trainable_state",
+    "convert_authors_checkpoint",
+    "convert_authors_state",
+    "convert_eva_state",
+    "expected_trainable_shapes",
+    "export_merged",
+    "interpolate_position_embedding",
+    "load_eva_vit_g",
+    "load_pretrained",
+    "load_trainable",
+    "merge_lora_state",
+    "read_authors_checkpoint",
+    "read_safetensors",
+    "read_torch_file",
+    "save_pretrained",
+    "trainable_state",
+    "write_safetensors",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FROZEN_FILE = "frozen.safetensors"
-IGNORED_PREFIXES = ("attention.",)  # an unused fusion head in the authors' checkpoints
-
-_MODULE_GROUP = {
-    "q_proj": "self_attn",
-    "k_proj": "self_attn",
-    "v_proj": "self_attn",
-    "o_proj": "self_attn",
-    "gate_proj": "mlp",
-    "up_proj": "mlp",
-    "down_proj": "mlp",
-}
-
-
-# -- the key table -------------------------------------------------------------------------------
-def expected_trainable_shapes(config: EmotionLlamaConfig) -> dict[str, tuple[int, ...]]:
-    """Every trainable key of the authors' format with its shape (SPEC 3), for ``config``."""
-    m, v, f, r = config.llm, config.vision, config.features, config.lora.r
-    if not m.sizes_known():
-        raise ConfigError(f"config {config.name!r}: LLM sizes unknown; resolve them first")
-    h = int(m.hidden_size)  # type: ignore[arg-type]
-    head_dim = h // int(m.num_heads)  # type: ignore[arg-type]
-    kv = int(m.num_kv_heads or m.num_heads) * head_dim  # type: ignore[arg-type]
-    inter = int(m.intermediate_size)  # type: ignore[arg-type]
-    io = {
-        "q_proj": (h, h),
-        "k_proj": (h, kv),
-        "v_proj": (h, kv),
-        "o_proj": (h, h),
-        "gate_proj": (h, inter),
-        "up_proj": (h, inter),
-        "down_proj": (inter, h),
-    }
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i in range(int(m.num_layers)):  # type: ignore[arg-type]
-        for mod in config.lora.target_modules:
-            if mod not in io:
-                raise ConfigError(f"lora.target_modules: unsupported module {mod!r}")
-            fan_in, fan_out = io[mod]
-            prefix = f"llama_model.base_model.model.model.layers.{i}.{_MODULE_GROUP[mod]}.{mod}"
-            shapes[f"{prefix}.lora_A.weight"] = (r, fan_in)
-            shapes[f"{prefix}.lora_B.weight"] = (fan_out, r)
-    proj_in = {
-        "llama_proj": v.grouped_dim,
-        "feats_llama_proj1": f.local_dim,
-        "feats_llama_proj2": f.temporal_dim,
-        "feats_llama_proj3": f.audio_dim,
-        "cls_tk_llama_proj": v.hidden_size,
-    }
-    for name in PROJECTIONS:
-        shapes[f"{name}.weight"] = (h, proj_in[name])
-        shapes[f"{name}.bias"] = (h,)
-    return shapes
-
-
-def _normalise_authors_key(key: str) -> str:
-    """Accept keys written by newer code too: drop PEFT's adapter segment and DDP's prefix."""
-    key = key.removeprefix("module.")
-    return re.sub(r"\.lora_([AB])\.default\.", r".lora_\1.", key)
-
-
-def convert_authors_state(
-    raw: dict[str, Any], config: EmotionLlamaConfig, source: str | Path | None = None
-) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The authors' state dict -> the project's trainable state (authors' key names, fp32).
-
-    Strict: a missing key or a wrong shape raises :class:`CheckpointError` naming them;
-    ``attention.*`` is ignored; other unexpected keys are returned for the caller to report.
-    """
-    expected = expected_trainable_shapes(config)
-    state: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in raw.items():
-        if not isinstance(key, str):
-            continue
-        key = _normalise_authors_key(key)
-        if key.startswith(IGNORED_PREFIXES):
-            continue
-        if key not in expected:
-            unexpected.append(key)
-            continue
-        if not isinstance(value, torch.Tensor):
-            raise CheckpointError(source, f"{key} is a {type(value).__name__}, not a tensor")
-        state[key] = value
-    check_trainable_state(state, config, source)
-    return {k: state[k].float().contiguous() for k in expected}, unexpected
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    head = ", ".join(items[:n])
-    return head + (f", ... and {len(items) - n} more" if len(items) > n else "")
 
 
 # -- reading files ------------------------------------------------------------------------------
-def read_torch_file(path: str | Path) -> Any:
-    """``torch.load`` with ``weights_only=True`` and an error that names the file and says what is
-    wrong with it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(path, "the file is empty (0 bytes)")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    is_zip_header = head.startswith(b"PK\x03\x04")
-    if not is_zip_header and not head.startswith(b"\x80"):  # zip archive, or a pickle (protocol 2+)
-        raise CheckpointError(path, f"not a PyTorch checkpoint (starts with {head!r})")
-    if is_zip_header and not zipfile.is_zipfile(path):
-        raise CheckpointError(path, "truncated or corrupt: the zip archive has no central directory")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip_header)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        text = _first_sentence(str(exc)) or type(exc).__name__
-        if "Unsupported global" in str(exc) or "Unsupported class" in str(exc):
-            problem = "holds objects other than tensors; refused to unpickle (weights_only=True)"
-        elif isinstance(exc, EOFError) or "central directory" in text or "truncated" in text:
-            problem = f"truncated or corrupt ({text})"
-        else:
-            problem = f"not a readable PyTorch checkpoint ({text})"
-        raise CheckpointError(path, problem) from None
-
-
-def _first_sentence(text: str, limit: int = 160) -> str:
-    """The informative part of torch's loader messages (they open with generic advice)."""
-    m = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    if m:
-        return m.group(1).strip().split(". ")[0][:limit]
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.lower().startswith(("weights only load failed", "please file")):
-            return line.split(". ")[0][:limit]
-    return ""
-
-
 def read_authors_checkpoint(path: str | Path) -> dict[str, Any]:
     obj = read_torch_file(path)
     if not isinstance(obj, dict):
@@ -181,31 +83,6 @@ def read_authors_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(path, "its 'model' entry is not a dict of tensors")
     return state
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(path, f"not a readable safetensors file ({exc})") from None
-
-
-def write_safetensors(state: dict[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
-    """Atomic: a crash never leaves a half-written file under the final name."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; follow the user's umask
-    tmp.replace(path)
 
 
 # -- the project's own format -------------------------------------------------------------------
@@ -228,30 +105,6 @@ def save_pretrained(model: EmotionLlama, out_dir: str | Path) -> Path:
     return out
 
 
-def check_trainable_state(
-    state: dict[str, torch.Tensor], config: EmotionLlamaConfig, source: str | Path | None
-) -> None:
-    """Exactly the expected keys, each with the expected shape, or a :class:`CheckpointError`."""
-    expected = expected_trainable_shapes(config)
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(source, f"{len(missing)} expected key(s) missing: {_few(missing)}")
-    extra = [k for k in state if k not in expected]
-    if extra:
-        raise CheckpointError(source, f"{len(extra)} unexpected key(s): {_few(extra)}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if tuple(state[k].shape) != expected[k]
-    ]
-    if wrong:
-        raise CheckpointError(
-            source,
-            f"{len(wrong)} tensor(s) of the wrong shape for preset {config.name!r} (a checkpoint "
-            f"of another preset?): {_few(wrong)}",
-        )
-
-
 def load_trainable(model: EmotionLlama, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load canonical trainable weights strictly: every trainable parameter must be covered."""
     check_trainable_state(state, model.config, source)
@@ -263,7 +116,7 @@ def load_trainable(model: EmotionLlama, state: dict[str, torch.Tensor], source: 
         raise CheckpointError(
             source,
             "checkpoint keys and model parameters disagree: "
-            f"not in the model: {_few(not_in_model)}; not in the checkpoint: {_few(uncovered)}",
+            f"not in the model: {few_keys(not_in_model)}; not in the checkpoint: {few_keys(uncovered)}",
         )
     with torch.no_grad():
         for k, v in targets.items():
@@ -320,105 +173,7 @@ def convert_authors_checkpoint(
     return out, unexpected
 
 
-# -- EVA ViT-g from BLIP-2 -----------------------------------------------------------------------
-def interpolate_position_embedding(pos: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """(1, 1 + g*g, D) -> (1, 1 + G*G, D): the CLS row kept, the g x g grid resized bicubically
-    (align_corners=False) to G x G, as the authors did at load time."""
-    cls, grid = pos[:, :1], pos[:, 1:]
-    old = round(grid.shape[1] ** 0.5)
-    if old * old != grid.shape[1]:
-        raise CheckpointError(None, f"position embedding of {grid.shape[1]} patches is not a square grid")
-    if old == new_grid:
-        return pos
-    d = grid.shape[-1]
-    img = grid.reshape(1, old, old, d).permute(0, 3, 1, 2).float()
-    img = F.interpolate(img, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
-    grid = img.permute(0, 2, 3, 1).reshape(1, new_grid * new_grid, d).to(pos.dtype)
-    return torch.cat([cls, grid], dim=1)
-
-
-def convert_eva_state(
-    raw: dict[str, torch.Tensor], vision: VisionConfig, source: str | Path | None = None
-) -> dict[str, torch.Tensor]:
-    """BLIP-2/LAVIS ``eva_vit_g.pth`` key names -> transformers ``Blip2VisionModel`` names (SPEC 2.1).
-
-    The k bias does not exist in EVA (it is zero); transformers keeps one fused qkv bias, so it is
-    written as concat(q_bias, zeros, v_bias). The final ``norm`` of EVA (absent in BLIP-2's file)
-    and ``head`` are not used.
-    """
-    raw = {k.removeprefix("visual_encoder."): v for k, v in raw.items()}
-    out: dict[str, torch.Tensor] = {}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in raw:
-            raise CheckpointError(source, f"EVA ViT-g key missing: {key}")
-        return raw[key]
-
-    out["embeddings.class_embedding"] = take("cls_token")
-    out["embeddings.position_embedding"] = interpolate_position_embedding(take("pos_embed"), vision.grid)
-    out["embeddings.patch_embedding.weight"] = take("patch_embed.proj.weight")
-    out["embeddings.patch_embedding.bias"] = take("patch_embed.proj.bias")
-    for i in range(vision.num_layers):
-        b, t = f"blocks.{i}.", f"encoder.layers.{i}."
-        for src, dst in (
-            ("norm1", "layer_norm1"),
-            ("norm2", "layer_norm2"),
-            ("mlp.fc1", "mlp.fc1"),
-            ("mlp.fc2", "mlp.fc2"),
-            ("attn.proj", "self_attn.projection"),
-        ):
-            out[f"{t}{dst}.weight"] = take(f"{b}{src}.weight")
-            out[f"{t}{dst}.bias"] = take(f"{b}{src}.bias")
-        out[f"{t}self_attn.qkv.weight"] = take(f"{b}attn.qkv.weight")
-        q_bias, v_bias = take(f"{b}attn.q_bias"), take(f"{b}attn.v_bias")
-        out[f"{t}self_attn.qkv.bias"] = torch.cat([q_bias, torch.zeros_like(q_bias), v_bias])
-    extra_blocks = sorted(
-        {k.split(".")[1] for k in raw if k.startswith("blocks.")} - {str(i) for i in range(vision.num_layers)}
-    )
-    if extra_blocks:
-        raise CheckpointError(
-            source, f"the file has blocks {_few(extra_blocks)} beyond vision.num_layers={vision.num_layers}"
-        )
-    expected_width = vision.hidden_size
-    if out["embeddings.class_embedding"].shape[-1] != expected_width:
-        raise CheckpointError(
-            source,
-            f"EVA width {out['embeddings.class_embedding'].shape[-1]} != vision.hidden_size {expected_width}",
-        )
-    return out
-
-
-def load_eva_vit_g(weights: str, vision: VisionConfig) -> dict[str, torch.Tensor]:
-    """Fetch (by source name or path), verify, read and convert BLIP-2's ``eva_vit_g.pth``."""
-    from emotion_llama.sources import fetch
-
-    path = fetch(weights)
-    raw = read_torch_file(path)
-    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
-        raw = raw["model"]
-    return convert_eva_state(raw, vision, path)
-
-
 # -- merged export ------------------------------------------------------------------------------
-def merge_lora_state(
-    base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float
-) -> dict[str, torch.Tensor]:
-    """W' = W + scale * B @ A for every adapted weight. ``base`` uses the plain LLM's key names
-    (``model.layers.0.self_attn.q_proj.weight``), ``lora`` the authors' names."""
-    merged = dict(base)
-    prefix = "llama_model.base_model.model."
-    for key, a in lora.items():
-        if not key.endswith(".lora_A.weight"):
-            continue
-        target = key[len(prefix) :].replace(".lora_A.weight", ".weight")
-        b = lora[key.replace(".lora_A.", ".lora_B.")]
-        if target not in merged:
-            raise CheckpointError(None, f"cannot merge {key}: the LLM has no {target}")
-        w = merged[target]
-        merged[target] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
-    return merged
-
-
 def export_merged(model_dir: str | Path, out_dir: str | Path) -> Path:
     """A checkpoint folder -> ``out/llm`` (a plain Hugging Face model with LoRA merged, loadable by
     ``transformers`` alone, with its tokenizer), ``out/projections.safetensors`` and

@@ -217,7 +217,7 @@ class Predictor:
         nms = list(names) if names is not None else [None] * len(videos)
         if len(subs) != len(videos) or len(nms) != len(videos):
             raise EmotionLlamaError("analyze_many: give one subtitle and one name per video (or none)")
-        from emotion_llama.media.frames import MediaError
+        from emotion_llama.errors import MediaError
 
         with self._lock:
             staged: list[tuple[Any, dict[str, Any], dict[str, float]] | EmotionLlamaError] = []

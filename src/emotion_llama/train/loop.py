@@ -301,7 +301,7 @@ def _gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
 
 
 def _sharded_trainable_state(model: EmotionLlama, full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    from emotion_llama.model.builder import is_trainable_key, to_canonical_key
+    from emotion_llama.model.keys import is_trainable_key, to_canonical_key
 
     return {to_canonical_key(k): v for k, v in full.items() if is_trainable_key(k)}
 
