@@ -886,6 +886,23 @@ def serve(
     timeout_s: Annotated[
         float, typer.Option(help="Queue wait + analysis time per request; then 504.")
     ] = 600.0,
+    max_json_mb: Annotated[
+        float, typer.Option(help="Largest JSON body (chat requests), in MiB; bigger videos: /v1/files.")
+    ] = 4.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections at once; more get 503.")] = 256,
+    max_body_reads: Annotated[
+        int, typer.Option(help="Request bodies read at once; more wait up to 10 s, then 429.")
+    ] = 8,
+    head_timeout_s: Annotated[
+        float, typer.Option(help="Seconds to send a request's head; then the connection is closed.")
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float, typer.Option(help="Longest pause within a request body, in seconds; then 408.")
+    ] = 30.0,
+    body_min_rate_kib: Annotated[
+        float,
+        typer.Option(help="Slowest average pace of a body after its first --body-timeout-s, KiB/s (0: any)."),
+    ] = 16.0,
     api_key: Annotated[
         str | None,
         typer.Option(envvar="EMOTION_LLAMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."),
@@ -911,6 +928,12 @@ def serve(
             max_batch=max_batch,
             max_queue=max_queue,
             timeout_s=timeout_s,
+            max_json_mb=max_json_mb,
+            max_connections=max_connections,
+            max_body_reads=max_body_reads,
+            head_timeout_s=head_timeout_s,
+            body_timeout_s=body_timeout_s,
+            body_min_rate_kib=body_min_rate_kib,
             api_key=api_key or None,
         )
         app_ = create_app(

@@ -2,9 +2,11 @@
 through plain upload endpoints. ``emotion-llama serve`` runs it; :func:`create_app` builds it for
 tests and other hosts. docs/serving.md describes every endpoint and the security model.
 
-Shape of a request: the gate (API key, 503 while loading or shutting down, body size on the
-header) -> the endpoint reads the body as it streams (size counted again, uploads written straight
-to the server's temp folder) -> the input is resolved and checked (:mod:`.security`) -> the
+Shape of a request: the connection's head deadline and cap (:mod:`.limits`) -> the gate (API key,
+503 while loading or shutting down, body size on the header: the JSON limit or the upload limit,
+a turn among the bodies read at once) -> the endpoint reads the body as it streams (size counted
+again, its pace timed, uploads written straight to the server's temp folder) -> the input is
+resolved and checked (:mod:`.security`) -> the
 :class:`Limiter` admits it (429 when the queue is full) and runs the predictor in a worker thread
 (504 past the timeout) -> the result is shaped into JSON or server-sent events. Every error is
 ``{"error": {"message", "type", "code"}}``; a crash is a 500 with a request id, its traceback only
@@ -38,10 +40,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.serve.jobs import JobItem, JobStore
+from emotion_llama.serve.limits import BodyClock, BodySlots, limited_protocol
 from emotion_llama.serve.predictor import Analysis, MicroBatcher, Predictor
 from emotion_llama.serve.security import (
     ApiError,
@@ -103,6 +107,23 @@ class ServeSettings:
     batch_chunk: int = 4
     #: The web page's folder, mounted at ``/`` when it exists.
     static_dir: Path | None = STATIC_DIR
+    # -- what a client may hold of the server (:mod:`.limits`); 0 turns a time limit off
+    #: Seconds a client has to send a complete request head, from the connection's opening or
+    #: the end of its previous response; then the connection is closed (408 if part of a head came).
+    head_timeout_s: float = 10.0
+    #: Longest pause within a request body, in seconds; a body also has this long plus one second
+    #: per ``body_min_rate_kib`` KiB it sent. Past either, 408 and the connection is closed.
+    body_timeout_s: float = 30.0
+    #: The slowest a body may come on average after its first ``body_timeout_s``, in KiB/s.
+    body_min_rate_kib: float = 16.0
+    #: Open connections at once (idle kept-alive ones too); more get 503 and are closed.
+    max_connections: int = 256
+    #: Largest JSON body (``/v1/chat/completions``, or any ``Content-Type: application/json``), in
+    #: MiB: parsed, JSON costs up to ~25x its size in memory. Bigger videos go to ``/v1/files``.
+    max_json_mb: float = 4.0
+    #: Request bodies (uploads and JSON) read at once; more wait up to ``body_wait_s``, then 429.
+    max_body_reads: int = 8
+    body_wait_s: float = 10.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -111,6 +132,10 @@ class ServeSettings:
     @property
     def max_body_bytes(self) -> int:
         return self.max_upload_bytes + BODY_OVERHEAD
+
+    @property
+    def max_json_bytes(self) -> int:
+        return int(self.max_json_mb * 2**20)
 
 
 # -- JSON ------------------------------------------------------------------------------------------
@@ -474,6 +499,7 @@ class ServeState:
             self.tmp / "uploads", ttl_s=settings.upload_ttl_s, max_total=int(settings.max_stored_mb * 2**20)
         )
         self.jobs = JobStore(settings.max_jobs)
+        self.body_slots = BodySlots(settings.max_body_reads, settings.body_wait_s)
         self.limiter = Limiter(max(settings.max_concurrency, settings.max_batch), settings.max_queue)
         self.batcher: MicroBatcher | None = None
         if self.predictor is not None:
@@ -561,14 +587,20 @@ class ServeState:
             self.uploads.expire()
 
     # -- inputs
-    async def read_body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_bytes
+    async def read_json_body(self, request: Request) -> bytearray:
+        """The whole body, at most the JSON limit (the gate counts it too, and times it)."""
+        limit = self.settings.max_json_bytes
         buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                raise too_large(limit)
-        return bytes(buf)
+        try:
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limit:
+                    raise json_too_large(limit)
+        except ClientDisconnect:  # nobody to answer; not a crash of ours
+            raise ApiError(
+                400, "the client went away before its body was in", code="invalid_request"
+            ) from None
+        return buf
 
     async def read_form(self, request: Request, *, dest: Path, max_files: int) -> Form:
         return await read_multipart(
@@ -851,9 +883,29 @@ def render_images(a: Analysis, work: Path) -> tuple[str | None, str | None]:
 
 
 # -- middleware ------------------------------------------------------------------------------------
+#: Endpoints whose body is JSON (any body sent with a JSON Content-Type counts too).
+JSON_PATHS = frozenset({"/v1/chat/completions"})
+
+
+def is_json_request(path: str, content_type: str) -> bool:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    return path in JSON_PATHS or ctype == "application/json" or ctype.endswith("+json")
+
+
+def json_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"the JSON body is larger than the server's limit of {limit / 2**20:g} MiB "
+        "(send big videos to POST /v1/files and refer to them as upload://ID)",
+        code="payload_too_large",
+    )
+
+
 class Gate:
     """Before any endpoint: API key on /v1, 503 while the model is not ready, the body size on the
-    Content-Length header and again while the body is read."""
+    Content-Length header (the JSON limit for JSON, else the upload limit); then a turn to read the
+    body (:class:`BodySlots`), and while it is read its size is counted again and its pace timed
+    (:class:`BodyClock`): 413 as soon as it passes the limit, 408 when it comes too slowly."""
 
     def __init__(self, app: ASGIApp, state: ServeState) -> None:
         self.app = app
@@ -875,27 +927,72 @@ class Gate:
                 )  # fmt: skip
             else:
                 err = self.state.ready_error()
+        is_json = is_json_request(scope["path"], headers.get("content-type", ""))
+        limit = s.max_json_bytes if is_json else s.max_body_bytes
+        over = json_too_large if is_json else too_large
         length = headers.get("content-length", "")
         if err is None and length:
             if not length.isdigit():
                 err = ApiError(400, "bad Content-Length", code="invalid_request")
-            elif int(length) > s.max_body_bytes:
-                err = too_large(s.max_body_bytes)
+            elif int(length) > limit:
+                err = over(limit)
         if err is not None:
             await error_response(err)(scope, receive, send)
             return
+        if not (length.isdigit() and int(length) > 0) and "transfer-encoding" not in headers:
+            await self.app(scope, receive, send)  # no body
+            return
+
+        slots = self.state.body_slots
+        try:
+            await slots.acquire()
+        except ApiError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        holding = True
+        clock = BodyClock(s.body_timeout_s, s.body_min_rate_kib * 1024)
         seen = 0
 
-        async def counted() -> Message:
+        def done_reading() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                slots.release()
+
+        async def guarded() -> Message:
             nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > s.max_body_bytes:
-                    raise too_large(s.max_body_bytes)
+            if not holding:  # the body is in (or was given up): plain receive, e.g. for disconnects
+                return await receive()
+            try:
+                if s.body_timeout_s > 0:
+                    left = clock.left()
+                    if left <= 0:
+                        raise clock.error()
+                    try:
+                        message = await asyncio.wait_for(receive(), left)
+                    except TimeoutError:
+                        raise clock.error() from None
+                else:
+                    message = await receive()
+                if message["type"] == "http.request":
+                    n = len(message.get("body", b""))
+                    seen += n
+                    clock.got(n)
+                    if seen > limit:
+                        raise over(limit)
+                    if not message.get("more_body", False):
+                        done_reading()
+                else:  # http.disconnect
+                    done_reading()
+            except BaseException:
+                done_reading()
+                raise
             return message
 
-        await self.app(scope, counted, send)
+        try:
+            await self.app(scope, guarded, send)
+        finally:
+            done_reading()
 
 
 def _authorized(header: str, key: str) -> bool:
@@ -1047,14 +1144,17 @@ def create_app(
     # -- chat
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
+        body = await state.read_json_body(request)
         try:
-            req = ChatCompletionRequest.model_validate_json(await state.read_body(request))
+            req = ChatCompletionRequest.model_validate_json(body)
         except ValidationError as exc:
             raise ApiError(400, _validation_message(exc.errors()), code="invalid_request") from None
-        ask = parse_chat(req)
+        del body
+        ask, stream = parse_chat(req), req.stream
+        del req  # the parsed messages cost many times the body: not kept while the request waits
         model = state.require_predictor().model_id
         prepared = await state.prepare(ask.video)
-        if req.stream:
+        if stream:
             first, rest = await state.stream(prepared, subtitle=ask.subtitle, question=ask.question)
             return StreamingResponse(
                 _chat_events(first, rest, model, lambda v: state.scrub(v, prepared)),
@@ -1226,8 +1326,22 @@ def serve_forever(app: FastAPI, *, host: str, port: int, log_level: str = "info"
             state.request_shutdown()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
+    config = uvicorn_config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=30)
     Server(config).run()
+
+
+def uvicorn_config(app: FastAPI, **options: Any) -> Any:
+    """``uvicorn.Config`` for ``app``; for an app of :func:`create_app`, with its connection limits
+    (:class:`~emotion_llama.serve.limits.LimitedH11Protocol`: the head deadline, the connection cap)."""
+    import uvicorn
+
+    state: ServeState | None = getattr(app.state, "serve", None)
+    if state is not None:
+        s = state.settings
+        options.setdefault(
+            "http", limited_protocol(head_timeout_s=s.head_timeout_s, max_connections=s.max_connections)
+        )
+    return uvicorn.Config(app, **options)
 
 
 def run_in_thread(
@@ -1244,7 +1358,7 @@ def run_in_thread(
         with socket.socket() as s:
             s.bind((host, 0))
             port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
