@@ -80,6 +80,95 @@ def test_cut_off_last_line_is_repaired(tmp_path):
     assert p.read_text() == '{"name": "a", "output": "happy"}\n'
 
 
+def _label_folder(root: Path, n: int) -> list[str]:
+    """A MER2023-style folder with only labels.txt and subtitles.csv: enough for the runner with a
+    predict function that opens no features."""
+    root.mkdir(parents=True)
+    names = [f"sample_{i:08d}" for i in range(n)]
+    labels = "".join(f"{name} {30 + i} {MER_LABELS[i % 6]} 0.25\n" for i, name in enumerate(names))
+    (root / "labels.txt").write_text(labels)
+    subs = "".join(f'{name},"sentence {i}, with a comma"\n' for i, name in enumerate(names))
+    (root / "subtitles.csv").write_text("name,sentence\n" + subs)
+    return names
+
+
+def _cheap_predict(clips, data):
+    # Non-ASCII text, so some cuts fall inside a UTF-8 character.
+    return [f"{c.subtitle} — 她感到 {c.label}" for c in clips]
+
+
+def test_resume_and_score_survive_a_kill_at_every_byte_of_the_last_line(tmp_path, caplog):
+    bench = get_benchmark("mer2023")
+    data = tmp_path / "mer"
+    names = _label_folder(data, 5)
+    run_predictions(bench, data, tmp_path / "whole", _cheap_predict, batch_size=2, progress=False)
+    whole = (tmp_path / "whole" / "predictions.jsonl").read_bytes()
+    assert whole.endswith(b"\n") and whole.count(b"\n") == 5
+    last_start = whole.rfind(b"\n", 0, len(whole) - 1) + 1
+    summaries = {}
+    for cut in range(last_start, len(whole) + 1):
+        out = tmp_path / f"cut{cut}"
+        out.mkdir()
+        pred = out / "predictions.jsonl"
+        pred.write_bytes(whole[:cut])  # a kill after `cut` bytes
+        torn = last_start < cut < len(whole) - 1  # the record itself is incomplete
+        caplog.clear()
+        # score right after the kill: a cut-off last line is left out (with a warning), not an error
+        before = read_predictions(pred)
+        assert [r["name"] for r in before] == names[: 4 if cut < len(whole) - 1 else 5], cut
+        if torn:
+            assert f"{pred}:5: left out a cut-off last line" in caplog.text, cut
+        # resume, then score
+        summary = run_predictions(bench, data, out, _cheap_predict, batch_size=2, progress=False)
+        assert summary.predicted == (1 if cut < len(whole) - 1 else 0), cut
+        final = read_predictions(pred)
+        assert sorted(r["name"] for r in final) == sorted(names), cut  # each clip exactly once
+        assert pred.read_bytes() == whole, cut  # every line whole and parsing
+        assert all(json.loads(line)["name"] for line in whole.splitlines())
+        assert score_records(bench, final, source=pred)["n"] == 5
+        summaries[cut] = summary
+    # the resume said what it mended: a newline added, or the cut-off record dropped
+    notes = {cut: s.notes for cut, s in summaries.items()}
+    assert [cut for cut, n in notes.items() if n] == list(range(last_start + 1, len(whole)))
+    assert all(
+        f"{tmp_path}/cut{cut}/predictions.jsonl:5: dropped" in notes[cut][0]
+        for cut in notes
+        if last_start < cut < len(whole) - 1
+    )
+    assert "had no newline" in notes[len(whole) - 1][0]
+
+
+def test_predictions_are_appended_one_whole_line_per_write(tmp_path, monkeypatch):
+    from emotion_llama.evaluate import runner
+
+    written: list[bytes] = []
+    real_write = os.write
+
+    def spy(fd, data):
+        written.append(bytes(data))
+        return real_write(fd, data)
+
+    records = [{"name": "a", "output": "x" * 100_000}, {"name": "b", "output": "happy"}]
+    monkeypatch.setattr(runner.os, "write", spy)
+    runner._append_jsonl(tmp_path / "p.jsonl", records)
+    monkeypatch.undo()
+    assert written == [(json.dumps(r) + "\n").encode() for r in records]
+
+
+def test_score_cli_leaves_out_a_cut_off_last_line_but_refuses_a_bad_middle_one(tmp_path):
+    p = tmp_path / "p.jsonl"
+    good = '{"name": "a", "output": "happy", "gold": "happy"}\n'
+    p.write_text(good + '{"name": "b", "output": "sa')
+    cmd = [sys.executable, "-m", "emotion_llama.cli", "score", str(p), "--benchmark", "mer2023"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{p}:2: left out a cut-off last line" in r.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["n"] == 1
+    p.write_text(good + '{"name": "b", "output": "sad"}{"name": "c", "output": "sad"}\n' + good)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 2 and "p.jsonl:2: malformed prediction line" in r.stderr
+
+
 def test_classification_scores_and_dfew_folds():
     recs = [
         {"name": "1", "gold": "happy", "output": "happy", "fold": "fold1"},

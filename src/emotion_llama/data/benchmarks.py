@@ -20,6 +20,9 @@ labels 1-7; clip numbers become DFEW's five-digit clip names, ``1`` -> ``00001``
 from __future__ import annotations
 
 import csv
+import io
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,57 +46,82 @@ class Clip:
     fold: str | None = None
 
 
+_NCEV_FORMAT = "'name frame_count emotion [valence]'"
+
+
 def read_ncev(path: str | Path, numeric_labels: tuple[str, ...] | None = None) -> list[Clip]:
     """``name frame_count emotion valence`` per line (valence may be missing; -10 is MER2023's
-    placeholder and reads as None)."""
+    placeholder and reads as None). A line that is not of this form (a field missing or too
+    many, a frame count that is not a whole number, a valence that is not a number) is a
+    :class:`DataError` naming the file and line."""
     path = Path(path)
     clips: list[Clip] = []
     for i, line in enumerate(_lines(path), start=1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) < 3:
-            raise DataError(f"{path}:{i}: expected 'name frame_count emotion [valence]', got {line!r}")
-        name, _frames, label = parts[:3]
-        if numeric_labels is not None and label.isdigit():
-            k = int(label)
-            if not 1 <= k <= len(numeric_labels):
-                raise DataError(f"{path}:{i}: label number {k} outside 1..{len(numeric_labels)}")
-            label = numeric_labels[k - 1]
-        valence = None
-        if len(parts) > 3:
-            try:
-                v = float(parts[3])
-            except ValueError:
-                raise DataError(f"{path}:{i}: valence {parts[3]!r} is not a number") from None
-            valence = None if v == -10 else v
+        if not 3 <= len(parts) <= 4:
+            raise DataError(
+                f"{path}:{i}: expected {_NCEV_FORMAT}, got {len(parts)} field(s): {line.strip()!r}"
+            )
+        name, frames, label = parts[:3]
+        if not (frames.isascii() and frames.isdigit()):
+            raise DataError(
+                f"{path}:{i}: frame count {frames!r} is not a whole number (expected {_NCEV_FORMAT}, "
+                f"got {line.strip()!r})"
+            )
+        label = _label_from_number(label, numeric_labels, f"{path}:{i}")
+        valence = _valence(parts[3], f"{path}:{i}") if len(parts) > 3 else None
         clips.append(Clip(name=name, label=label.lower(), valence=valence))
     return clips
 
 
+def _valence(text: str, where: str) -> float | None:
+    """A valence field as a number; MER2023's placeholder -10 reads as None."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{where}: valence {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise DataError(f"{where}: valence {text!r} is not a finite number")
+    return None if v == -10 else v
+
+
 def read_subtitles(path: str | Path) -> dict[str, str]:
-    """``name`` plus the first of ``sentence_en``, ``english``, ``sentence`` as the text."""
+    """``name`` plus the first of ``sentence_en``, ``english``, ``sentence`` as the text. A row
+    with a wrong number of fields or no name, or a quote left open (which would swallow the
+    lines after it), is a :class:`DataError` naming the file and line."""
     path = Path(path)
-    rows = _csv_rows(path)
-    if not rows:
+    cols, at, rows = _csv_table(path)
+    if not cols:
         return {}
-    cols = rows[0].keys()
     text_col = next((c for c in ("sentence_en", "english", "sentence", "subtitle") if c in cols), None)
     if "name" not in cols or text_col is None:
-        raise DataError(f"{path}: needs a 'name' column and one of sentence_en, english, sentence")
-    return {r["name"]: (r[text_col] or "").strip() for r in rows}
+        raise DataError(
+            f"{path}:{at}: needs a 'name' column and one of sentence_en, english, sentence; "
+            f"has {', '.join(cols)}"
+        )
+    return {_name(r, "name", f"{path}:{i}"): r[text_col].strip() for i, r in rows}
 
 
 def read_references(path: str | Path, column: str) -> dict[str, str]:
     """``name`` -> the reference text of ``column`` (falling back to common synonyms)."""
     path = Path(path)
-    rows = _csv_rows(path)
+    cols, at, rows = _csv_table(path)
     aliases = {"reason": ("reason", "description", "caption", "smp_reason_caption"), "openset": ("openset",)}
-    cols = rows[0].keys() if rows else []
     col = next((c for c in aliases.get(column, (column,)) if c in cols), None)
     if "name" not in cols or col is None:
-        raise DataError(f"{path}: needs 'name' and '{column}' columns")
-    return {r["name"]: (r[col] or "").strip() for r in rows}
+        raise DataError(
+            f"{path}:{at}: needs 'name' and '{column}' columns; has {', '.join(cols) or 'nothing'}"
+        )
+    return {_name(r, "name", f"{path}:{i}"): r[col].strip() for i, r in rows}
+
+
+def _name(row: dict[str, str], column: str, where: str) -> str:
+    name = row[column].strip()
+    if not name:
+        raise DataError(f"{where}: empty {column}")
+    return name
 
 
 def find_labels_file(folder: Path) -> Path:
@@ -127,30 +155,21 @@ def read_label_csv(path: str | Path, numeric_labels: tuple[str, ...] | None = No
     ``valence`` (-10 reads as None). Numbers map through ``numeric_labels`` (1-based) when
     given; rows with an empty label keep ``label=None``."""
     path = Path(path)
-    rows = _csv_rows(path)
-    cols = list(rows[0].keys()) if rows else []
+    cols, at, rows = _csv_table(path)
     name_col = next((c for c in _NAME_COLUMNS if c in cols), None)
     label_col = next((c for c in _LABEL_COLUMNS if c in cols), None)
     if name_col is None or label_col is None:
         raise DataError(
-            f"{path}: needs a name column ({', '.join(_NAME_COLUMNS)}) and a label column "
+            f"{path}:{at}: needs a name column ({', '.join(_NAME_COLUMNS)}) and a label column "
             f"({', '.join(_LABEL_COLUMNS)}); has {', '.join(cols) or 'nothing'}"
         )
     clips: list[Clip] = []
-    for i, row in enumerate(rows, start=2):  # line 1 is the header
-        name = (row.get(name_col) or "").strip()
-        if not name:
-            raise DataError(f"{path}:{i}: empty {name_col}")
-        raw = (row.get(label_col) or "").strip()
+    for i, row in rows:
+        name = _name(row, name_col, f"{path}:{i}")
+        raw = row[label_col].strip()
         label = _label_from_number(raw, numeric_labels, f"{path}:{i}") if raw else None
-        valence = None
-        text = (row.get("valence") or "").strip()
-        if text:
-            try:
-                v = float(text)
-            except ValueError:
-                raise DataError(f"{path}:{i}: valence {text!r} is not a number") from None
-            valence = None if v == -10 else v
+        text = row.get("valence", "").strip()
+        valence = _valence(text, f"{path}:{i}") if text else None
         clips.append(Clip(name=name, label=label.lower() if label else None, valence=valence))
     return clips
 
@@ -227,8 +246,14 @@ def read_dfew_split(path: str | Path) -> list[Clip]:
 
 
 def _label_from_number(label: str, numeric_labels: tuple[str, ...] | None, where: str) -> str:
-    if numeric_labels is None or not label.isdigit():
+    if numeric_labels is None:
         return label
+    if not (label.isascii() and label.isdigit()):
+        try:
+            float(label)
+        except ValueError:
+            return label  # a label word
+        raise DataError(f"{where}: label {label!r} is not a label number 1..{len(numeric_labels)}")
     k = int(label)
     if not 1 <= k <= len(numeric_labels):
         raise DataError(f"{where}: label number {k} outside 1..{len(numeric_labels)}")
@@ -254,11 +279,86 @@ def _lines(path: Path) -> list[str]:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
 
 
-def _csv_rows(path: Path) -> list[dict[str, str]]:
+def _read_text(path: Path) -> str:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            return list(csv.DictReader(fh))
+            return fh.read()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc})") from None
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as csv counts lines (newline="": universal, untranslated)
+_FIELD_END = re.compile(r"[,\r\n]")
+
+
+def _line_at(text: str, pos: int) -> int:
+    return len(_LINE_BREAK.findall(text, 0, pos)) + 1
+
+
+def _check_quotes(path: Path, text: str) -> None:
+    """Refuse a quote left open, which makes csv (lenient) swallow the lines after it into one
+    field: a quoted field running to the end of the file, or one closing on a later line in the
+    middle of a field. Fields are walked as csv's default dialect reads them (a field is quoted
+    when it starts with ``"``; ``""`` inside is a quote); a quoted field that holds a line
+    break and closes properly is legitimate and kept."""
+    pos, n = 0, len(text)
+    while pos < n:
+        if text[pos] == '"':
+            opened = pos
+            close = text.find('"', pos + 1)
+            while close >= 0 and text.startswith('"', close + 1):  # "" is a quote inside
+                close = text.find('"', close + 2)
+            if close < 0:
+                raise DataError(
+                    f"{path}:{_line_at(text, opened)}: unterminated quote: the quoted field opened on "
+                    f"this line runs to the end of the file (line {_line_at(text, n)}), swallowing "
+                    "every line after it"
+                )
+            pos = close + 1
+            if pos < n and text[pos] not in ",\r\n" and _LINE_BREAK.search(text, opened, close):
+                raise DataError(
+                    f"{path}:{_line_at(text, opened)}: unterminated quote: the quoted field opened on "
+                    f"this line closes on line {_line_at(text, close)} in the middle of a field, "
+                    "swallowing the lines in between"
+                )
+        end = _FIELD_END.search(text, pos)
+        if end is None:
+            break
+        pos = end.end()
+
+
+def _csv_table(path: Path) -> tuple[list[str], int, list[tuple[int, dict[str, str]]]]:
+    """The header of a CSV file, its line, and the rows, each with the line it starts on. Blank
+    rows are skipped; a row with another number of fields than the header (extra empty trailing
+    fields aside) is a :class:`DataError` naming its line, as is a quote left open."""
+    text = _read_text(path)
+    _check_quotes(path, text)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] = []
+    header_line = 1
+    rows: list[tuple[int, dict[str, str]]] = []
+    end = 0
+    try:
+        for fields in reader:
+            start, end = end + 1, reader.line_num
+            if not any(f.strip() for f in fields):
+                continue
+            if not header:
+                header, header_line = list(fields), start
+                while not header[-1].strip():  # trailing commas after the last column name
+                    header.pop()
+                continue
+            if len(fields) > len(header) and not any(f.strip() for f in fields[len(header) :]):
+                fields = fields[: len(header)]
+            if len(fields) != len(header):
+                span = f" (the row runs over lines {start}-{end})" if end > start else ""
+                raise DataError(
+                    f"{path}:{start}: {len(fields)} field(s) where the header ({','.join(header)}) has "
+                    f"{len(header)}{span}"
+                )
+            rows.append((start, dict(zip(header, fields, strict=True))))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: not a readable CSV ({exc})") from None
+    return header, header_line, rows

@@ -8,6 +8,7 @@ checkpoint; tests and other systems can bring their own.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from emotion_llama.prompts import (
     MER_LABELS,
     REASON_INSTRUCTIONS,
 )
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.jsonl"
 SKIPPED = "skipped.jsonl"
@@ -101,13 +104,81 @@ def clip_folder(data: Path, clip: Clip) -> Path:
 
 
 # -- predictions file ------------------------------------------------------------------------------
-def read_predictions(path: str | Path, *, repair: bool = False) -> list[dict[str, Any]]:
-    """Records of a predictions JSONL file, each with its 1-based ``_line``. A malformed line is an
-    error naming it, except a cut-off last line (a crash while writing), which ``repair`` drops
-    from the file."""
+def _parse_prediction(line: bytes) -> dict[str, Any]:
+    """One predictions line as a record; ``ValueError`` (with the reason) when it is not one."""
+    rec = json.loads(line)
+    if not isinstance(rec, dict) or "name" not in rec or "output" not in rec:
+        raise ValueError("each line needs 'name' and 'output'")
+    if not isinstance(rec["name"], str) or not isinstance(rec["output"], str):
+        raise ValueError("'name' and 'output' must be strings")
+    return rec
+
+
+def _torn_tail(raw: bytes) -> tuple[int, bytes]:
+    """``(offset, bytes)`` of the text after the last newline: a line cut off while it was being
+    written (empty when the file ends with a newline)."""
+    start = raw.rfind(b"\n") + 1
+    return start, raw[start:]
+
+
+def _repair_tail(path: Path) -> str | None:
+    """Make ``path`` end at a line boundary before anything is appended to it: a last line without
+    its newline is finished with one when it is a whole record, else cut away (a kill while it was
+    being written). Returns a note saying what was done, or ``None`` when nothing was needed."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return None
+        fh.seek(0)
+        raw = fh.read()
+    start, tail = _torn_tail(raw)
+    line_no = raw.count(b"\n", 0, start) + 1
+    try:
+        _parse_prediction(tail)
+    except ValueError as exc:
+        with open(path, "r+b") as fh:
+            fh.truncate(start)
+            fh.flush()
+            os.fsync(fh.fileno())
+        note = (
+            f"{path}:{line_no}: dropped a cut-off last line ({len(tail)} bytes, {exc}); "
+            "a run was stopped while writing it, so that clip is predicted again"
+        )
+    else:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        note = f"{path}:{line_no}: the last record had no newline (a run was stopped); added it"
+    log.warning("%s", note)
+    return note
+
+
+def read_predictions(
+    path: str | Path, *, repair: bool = False, notes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Records of a predictions JSONL file, each with its 1-based ``_line``.
+
+    A malformed line is an error naming the file and line, except a cut-off last line (no newline
+    after it: a run stopped while writing it). Reading, such a line is used when it is a whole
+    record and otherwise left out with a warning; ``repair`` also fixes the file before anything
+    is appended to it (a newline added, or the cut-off bytes removed). What was done about it is
+    logged and, when ``notes`` is given, appended to it."""
     path = Path(path)
     if not path.is_file():
         return []
+    if repair:
+        note = _repair_tail(path)
+        if note is not None and notes is not None:
+            notes.append(note)
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     records = []
@@ -115,13 +186,13 @@ def read_predictions(path: str | Path, *, repair: bool = False) -> list[dict[str
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-            if not isinstance(rec, dict) or "name" not in rec or "output" not in rec:
-                raise ValueError("each line needs 'name' and 'output'")
+            rec = _parse_prediction(line)
         except ValueError as exc:
-            last = i == len(lines) and not raw.endswith(b"\n")
-            if repair and last:
-                path.write_bytes(raw[: len(raw) - len(line)])
+            if i == len(lines):  # no newline after it: cut off while being written
+                note = f"{path}:{i}: left out a cut-off last line ({len(line)} bytes, {exc})"
+                log.warning("%s", note)
+                if notes is not None:
+                    notes.append(note)
                 break
             raise DataError(f"{path}:{i}: malformed prediction line ({exc})") from None
         rec["_line"] = i
@@ -135,12 +206,24 @@ def _key(rec: dict[str, Any] | Clip) -> tuple[str, str]:
     return (rec.get("fold") or "", rec["name"])
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # one call unless the system writes less (disk full, a signal)
+        view = view[os.write(fd, view) :]
+
+
 def _append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append records, one ``write`` per whole line (its newline included), then fsync: a kill can
+    only cut off the last line, which :func:`_repair_tail` mends before the next append."""
+    lines = [(json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8") for r in records]
+    _repair_tail(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        for line in lines:
+            _write_all(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -153,6 +236,8 @@ class RunSummary:
     already_done: int
     predicted: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    #: What was mended in the predictions file before resuming (a line cut off by a kill).
+    notes: list[str] = field(default_factory=list)
 
 
 def run_predictions(
@@ -175,9 +260,10 @@ def run_predictions(
     clips = read_benchmark(spec, data)
     if limit is not None:
         clips = clips[:limit]
-    done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True)}
+    notes: list[str] = []
+    done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True, notes=notes)}
     todo = [c for c in clips if _key(c) not in done]
-    summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo))
+    summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo), notes=notes)
     (out / SKIPPED).unlink(missing_ok=True)
     bar = progress_bar(progress)
     with bar:
@@ -249,7 +335,8 @@ def model_predict_fn(
     import torch
 
     from emotion_llama.encoders.store import open_store
-    from emotion_llama.media.frames import MediaError, read_frame
+    from emotion_llama.errors import MediaError
+    from emotion_llama.media.frames import read_frame
     from emotion_llama.model.checkpoint import load_pretrained
     from emotion_llama.model.generation import ClipInput, Generator
     from emotion_llama.model.processor import EmotionLlamaProcessor
