@@ -20,21 +20,17 @@ from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import read_safetensors, trainable_state
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.model.tokenizer import load_tokenizer
+from emotion_llama.train.checkpointing import read_pointer, step_checkpoints
+from emotion_llama.train.config import TrainConfig, TrainError
 from emotion_llama.train.data import TrainDataset, read_training_folder
-from emotion_llama.train.loop import (
-    StreamSampler,
-    TrainConfig,
-    TrainError,
-    _set_gradient_checkpointing,
-    emotion_metrics,
-    gradient_checkpointing_on,
-    read_losses,
-    read_pointer,
-    step_checkpoints,
-    train,
-)
+from emotion_llama.train.engine import gradient_checkpointing_on
+from emotion_llama.train.engine import set_gradient_checkpointing as _set_gradient_checkpointing
+from emotion_llama.train.loop import train
 from emotion_llama.train.recipe import RecipeError, load_recipe
+from emotion_llama.train.sampler import StreamSampler
 from emotion_llama.train.schedule import Schedule
+from emotion_llama.train.steplog import read_losses
+from emotion_llama.train.validate import emotion_metrics
 from emotion_llama.train.vit_cache import CachedVisionDataset, build_vit_cache, cache_file_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,9 +22,12 @@ from emotion_llama.model.generation import ClipInput, Generator
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.model.tokenizer import load_tokenizer
 from emotion_llama.prompts import MER_LABELS, parse_label_robust
+from emotion_llama.train.checkpointing import read_pointer
+from emotion_llama.train.config import TrainConfig
 from emotion_llama.train.data import TrainDataset, read_training_folder
-from emotion_llama.train.loop import TrainConfig, read_pointer, train, validation_loss
+from emotion_llama.train.loop import train
 from emotion_llama.train.schedule import Schedule
+from emotion_llama.train.validate import validation_loss
 
 
 def _config() -> EmotionLlamaConfig:

@@ -11,6 +11,7 @@ import torch
 
 from emotion_llama.encoders.store import ClipFeatures
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.prompts import clean_generation
@@ -40,22 +41,17 @@ def build_inputs(
     task: str = "emotion",
     instruction: str | None = None,
     device: torch.device | str = "cpu",
-) -> dict[str, torch.Tensor]:
-    """The keyword arguments of :meth:`EmotionLlama.generate` (and of the model's forward) for a
-    left-padded batch of prompts: ids, masks, the three feature vectors, and either
-    ``pixel_values`` or, when every clip carries them, ``vision_tokens``."""
+) -> MultimodalInputs:
+    """The inputs of :meth:`EmotionLlama.generate` (and of the model's forward) for a left-padded
+    batch of prompts: ids, masks, the three feature vectors, and either ``pixel_values`` or,
+    when every clip carries them, ``vision_tokens``."""
     if not clips:
         raise EmotionLlamaError("no clips given")
-    batch = processor.collate(
-        [processor.encode(c.subtitle, task, instruction) for c in clips], padding_side="left"
-    )
-    inputs: dict[str, torch.Tensor] = dict(batch)
-    for name, attr in (("local_feats", "local"), ("temporal_feats", "temporal"), ("audio_feats", "audio")):
-        inputs[name] = torch.from_numpy(np.stack([getattr(c.features, attr) for c in clips]))
+    samples = [processor.encode(c.subtitle, task, instruction) for c in clips]
     if all(c.vision_tokens is not None for c in clips):
-        inputs["vision_tokens"] = torch.stack([torch.as_tensor(c.vision_tokens) for c in clips])
+        vision = [{"vision_tokens": c.vision_tokens} for c in clips]
     elif all(c.frame is not None for c in clips):
-        inputs["pixel_values"] = torch.stack([processor.preprocess_image(c.frame) for c in clips])
+        vision = [{"pixel_values": processor.preprocess_image(c.frame)} for c in clips]
     else:
         missing = [i for i, c in enumerate(clips) if c.frame is None and c.vision_tokens is None]
         raise EmotionLlamaError(
@@ -63,7 +59,16 @@ def build_inputs(
             if missing
             else "a batch must give vision_tokens for every clip or a frame for every clip, not a mix"
         )
-    return {k: v.to(device) for k, v in inputs.items()}
+    media = [
+        {
+            "local_feats": c.features.local,
+            "temporal_feats": c.features.temporal,
+            "audio_feats": c.features.audio,
+            **v,
+        }
+        for c, v in zip(clips, vision, strict=True)
+    ]
+    return processor.batch(samples, media, padding_side="left").to(device)
 
 
 class Generator:
@@ -107,6 +112,6 @@ class Generator:
             kwargs.update(
                 top_p=gen.top_p, temperature=gen.temperature, repetition_penalty=gen.repetition_penalty
             )
-        ids = self.model.generate(**inputs, **kwargs)
+        ids = self.model.generate(**inputs.as_kwargs(), **kwargs)
         texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [clean_generation(t) for t in texts]

@@ -27,6 +27,7 @@ from torch import nn
 
 from emotion_llama.config import EmotionLlamaConfig, VisionConfig
 from emotion_llama.errors import EmotionLlamaError, FeatureCountError
+from emotion_llama.model.inputs import MultimodalInputs
 
 
 class GlobalEncoder(nn.Module):
@@ -172,26 +173,18 @@ class EmotionLlama(nn.Module):
             embeds = embeds * attention_mask.unsqueeze(-1).to(embeds.dtype)
         return embeds
 
-    def prompt_embeds(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        feature_mask: torch.Tensor,
-        local_feats: torch.Tensor,
-        temporal_feats: torch.Tensor,
-        audio_feats: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        vision_tokens: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed_inputs(self, inputs: MultimodalInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM's input embeddings (B, L, H) and the projected features (B, F, H)."""
-        features = self.encode(
-            pixel_values=pixel_values,
-            vision_tokens=vision_tokens,
-            local_feats=local_feats,
-            temporal_feats=temporal_feats,
-            audio_feats=audio_feats,
-        )
-        return self.embed(input_ids, feature_mask, features, attention_mask), features
+        features = self.encode(**inputs.media())
+        return self.embed(inputs.input_ids, inputs.feature_mask, features, inputs.attention_mask), features
+
+    def prompt_embeds(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_inputs` for inputs given as the fields of :class:`MultimodalInputs`
+        (positionally in its order, or by name) without ``labels``."""
+        inputs, rest = MultimodalInputs.from_call(args, kwargs)
+        if rest:
+            raise TypeError(f"prompt_embeds got unexpected arguments: {', '.join(rest)}")
+        return self.embed_inputs(inputs)
 
     # -- LLM -----------------------------------------------------------------------------------
     def forward(
@@ -206,11 +199,20 @@ class EmotionLlama(nn.Module):
         vision_tokens: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> EmotionLlamaOutput:
-        """Logits (B, L, V); with ``labels`` (-100 outside the answer) the mean next-token loss."""
-        embeds, features = self.prompt_embeds(
-            input_ids, attention_mask, feature_mask, local_feats, temporal_feats, audio_feats,
-            pixel_values, vision_tokens,
-        )  # fmt: skip
+        """Logits (B, L, V); with ``labels`` (-100 outside the answer) the mean next-token loss.
+        The arguments are the fields of :class:`MultimodalInputs`: ``model(**inputs.as_kwargs())``."""
+        inputs = MultimodalInputs(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            feature_mask=feature_mask,
+            local_feats=local_feats,
+            temporal_feats=temporal_feats,
+            audio_feats=audio_feats,
+            pixel_values=pixel_values,
+            vision_tokens=vision_tokens,
+            labels=labels,
+        )
+        embeds, features = self.embed_inputs(inputs)
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -221,26 +223,16 @@ class EmotionLlama(nn.Module):
         return EmotionLlamaOutput(loss=out.loss, logits=out.logits, features=features)
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        feature_mask: torch.Tensor,
-        local_feats: torch.Tensor,
-        temporal_feats: torch.Tensor,
-        audio_feats: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        vision_tokens: torch.Tensor | None = None,
-        **generate_kwargs: Any,
-    ) -> torch.Tensor:
-        """New token ids (B, T) for a left-padded batch; ``generate_kwargs`` go to Hugging Face
-        ``generate`` (``max_new_tokens``, ``do_sample``...)."""
+    def generate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """New token ids (B, T) for a left-padded batch: ``model.generate(inputs, **kw)`` with a
+        :class:`MultimodalInputs`, or its fields as for :meth:`forward` (without ``labels``);
+        the other keyword arguments go to Hugging Face ``generate`` (``max_new_tokens``,
+        ``do_sample``...)."""
+        inputs, generate_kwargs = MultimodalInputs.from_call(args, kwargs)
+        attention_mask = inputs.attention_mask
         if bool((attention_mask[:, -1] == 0).any()):
             raise EmotionLlamaError("generation needs left padding (collate with padding_side='left')")
-        embeds, _ = self.prompt_embeds(
-            input_ids, attention_mask, feature_mask, local_feats, temporal_feats, audio_feats,
-            pixel_values, vision_tokens,
-        )  # fmt: skip
+        embeds, _ = self.embed_inputs(inputs)
         generate_kwargs.setdefault("pad_token_id", self.llm.config.eos_token_id)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 

@@ -4,11 +4,16 @@ For each sample it renders the prompt of SPEC 2.3 (see :func:`emotion_llama.prom
 tokenises the text pieces, expands every feature slot into as many placeholder positions as
 there are feature vectors, and marks those positions in ``feature_mask``. The model later
 writes the projected features into exactly those positions.
+
+:meth:`EmotionLlamaProcessor.batch` is the one call that assembles everything the model takes
+(padded ids and masks, stacked frames and features) as a
+:class:`~emotion_llama.model.inputs.MultimodalInputs`.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +22,7 @@ import torch
 
 from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.inputs import MultimodalInputs, stack_media
 from emotion_llama.prompts import (
     Bos,
     Slot,
@@ -159,6 +165,21 @@ class EmotionLlamaProcessor:
         if labels is not None:
             batch["labels"] = labels
         return batch
+
+    def batch(
+        self,
+        samples: Sequence[EncodedSample],
+        media: Sequence[Mapping[str, Any]],
+        *,
+        padding_side: str | None = None,
+    ) -> MultimodalInputs:
+        """Everything the model takes for a batch: ``samples`` padded as by :meth:`collate` and
+        each clip's ``media`` (``local_feats``, ``temporal_feats``, ``audio_feats`` and
+        ``vision_tokens`` or ``pixel_values``, per clip; see
+        :func:`~emotion_llama.model.inputs.stack_media`) stacked."""
+        if len(media) != len(samples):
+            raise EmotionLlamaError(f"{len(samples)} prompts but media for {len(media)} clips")
+        return MultimodalInputs(**self.collate(list(samples), padding_side), **stack_media(media))
 
     # -- pixels --------------------------------------------------------------------------------
     def preprocess_image(self, image: Any) -> torch.Tensor:

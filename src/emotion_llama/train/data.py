@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.data.benchmarks import find_frame_source, find_labels_file, read_ncev, read_subtitles
 from emotion_llama.encoders.store import ClipFeatures, FeatureError, FeatureStore, open_store
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.processor import EmotionLlamaProcessor, EncodedSample
 from emotion_llama.prompts import TASKS, pick_instruction
 
@@ -372,8 +373,21 @@ class TrainDataset(Dataset[dict[str, Any]]):
             self._pixels[key] = cached
         return cached
 
-    def item(self, index: int, draw: int = 0, task: str | None = None) -> dict[str, Any]:
-        """The encoded item; ``task`` forces one task instead of drawing it."""
+    def vision(self, sample: TrainSample) -> dict[str, torch.Tensor]:
+        """The frame input of an item: ``{"pixel_values": (3, S, S)}``."""
+        return {"pixel_values": self.pixels(sample)}
+
+    def item(
+        self,
+        index: int,
+        draw: int = 0,
+        task: str | None = None,
+        *,
+        vision: Callable[[TrainSample], dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, Any]:
+        """The encoded item; ``task`` forces one task instead of drawing it. ``vision`` gives the
+        item's frame input (default :meth:`vision`; a cache of ViT outputs gives
+        ``vision_tokens``)."""
         options = self.clips[index]
         # A string seed is hashed with SHA-512 by ``random``, stable across processes and runs.
         rng = random.Random(f"{self.seed}:{index}:{draw}")
@@ -391,7 +405,7 @@ class TrainDataset(Dataset[dict[str, Any]]):
         feats = sample.features
         return {
             "encoded": encoded,
-            "pixel_values": self.pixels(sample),
+            **(vision or self.vision)(sample),
             "local_feats": torch.from_numpy(np.asarray(feats.local, dtype=np.float32)),
             "temporal_feats": torch.from_numpy(np.asarray(feats.temporal, dtype=np.float32)),
             "audio_feats": torch.from_numpy(np.asarray(feats.audio, dtype=np.float32)),
@@ -403,16 +417,14 @@ class TrainDataset(Dataset[dict[str, Any]]):
         index, draw = key if isinstance(key, tuple) else (key, 0)
         return self.item(int(index), int(draw))
 
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(self, items: list[dict[str, Any]]) -> MultimodalInputs:
         return collate_fn(items, self.processor)
 
 
-def collate_fn(items: list[dict[str, Any]], processor: EmotionLlamaProcessor) -> dict[str, torch.Tensor]:
-    """Right-padded ids/labels/masks (the training layout's padding) plus stacked pixels and
-    features: exactly the keyword arguments of ``EmotionLlama.forward``. The items' ``task``
-    and ``name`` are bookkeeping and stay out of the batch."""
+def collate_fn(items: list[dict[str, Any]], processor: EmotionLlamaProcessor) -> MultimodalInputs:
+    """Right-padded ids/labels/masks (the training layout's padding) plus the stacked features
+    and frame input, ``pixel_values`` or ``vision_tokens``, whichever the items carry: exactly
+    the inputs of ``EmotionLlama.forward``. The items' ``task`` and ``name`` are bookkeeping and
+    stay out of the batch."""
     encoded: list[EncodedSample] = [it["encoded"] for it in items]
-    batch = processor.collate(encoded, padding_side="right")
-    for key in ("pixel_values", "local_feats", "temporal_feats", "audio_feats"):
-        batch[key] = torch.stack([it[key] for it in items])
-    return batch
+    return processor.batch(encoded, items, padding_side="right")

@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from emotion_llama.errors import EmotionLlamaError
-from emotion_llama.train.loop import TrainConfig, read_pointer
+from emotion_llama.train.checkpointing import BEST_FILE, read_pointer
+from emotion_llama.train.config import TrainConfig
 from emotion_llama.train.schedule import Schedule
 
 
@@ -360,7 +361,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
     """Build or load the model, read the datasets, train (resuming from ``out_dir/last`` when
     present) and return the loop's summary plus ``out_dir``, ``last`` and ``best``."""
     from emotion_llama.train.formats import EMOTION_ONLY, FORMATS, DataSpec, open_training_mix
-    from emotion_llama.train.loop import BEST_FILE, train
+    from emotion_llama.train.loop import train
 
     if recipe.data_format not in FORMATS:
         raise RecipeError(

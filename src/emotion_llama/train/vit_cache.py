@@ -21,7 +21,6 @@ fp16 at the paper's sizes (1025 x 1408).
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import os
 import re
@@ -36,6 +35,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.train.data import TrainDataset, TrainSample
 
 FORMAT = "emotion-llama-vit-cache-1"
@@ -244,26 +244,15 @@ def build_vit_cache(
     return cache, stats
 
 
-class _CachedPixels:
-    """Stands in for ``TrainDataset.pixels``: returns the clip's cached encoder output instead of
-    decoding its frame, so items carry the tokens in the pixel slot."""
-
-    def __init__(self, cache: VitCache) -> None:
-        self.cache = cache
-
-    def __call__(self, sample: TrainSample) -> torch.Tensor:
-        return self.cache.load(self.cache.key(sample))
-
-
 class CachedVisionDataset(Dataset[dict[str, Any]]):
     """A :class:`TrainDataset` whose items carry ``vision_tokens`` from a :class:`VitCache` instead
-    of ``pixel_values``; same indexing, draws and collation. Frames are not decoded."""
+    of ``pixel_values``; same indexing, draws and collation. Frames are not decoded.
+
+    It wraps the dataset (which is left untouched): an item is the dataset's own, built with the
+    cached encoder output as its frame input."""
 
     def __init__(self, dataset: TrainDataset, cache: VitCache) -> None:
         self.base = dataset
-        # A shallow copy whose ``pixels`` reads the cache; the original dataset is left untouched.
-        self._view = copy.copy(dataset)
-        self._view.pixels = _CachedPixels(cache)  # type: ignore[method-assign]
         self.cache = cache
         self.processor = dataset.processor
         self.clips = dataset.clips
@@ -274,14 +263,14 @@ class CachedVisionDataset(Dataset[dict[str, Any]]):
     def names(self) -> list[str]:
         return self.base.names()
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        item = self._view[key]
-        item["vision_tokens"] = item.pop("pixel_values")
-        return item
+    def vision(self, sample: TrainSample) -> dict[str, torch.Tensor]:
+        """The clip's cached ``(1 + N, Dv)`` encoder output, as ``vision_tokens``."""
+        return {"vision_tokens": self.cache.load(self.cache.key(sample))}
 
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        # The dataset's own collation stacks "pixel_values"; the tokens go through that slot and
-        # are renamed, so padding and feature stacking stay exactly the dataset's.
-        batch = self.base.collate([{**it, "pixel_values": it["vision_tokens"]} for it in items])
-        batch["vision_tokens"] = batch.pop("pixel_values")
-        return batch
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, draw = key if isinstance(key, tuple) else (key, 0)
+        return self.base.item(int(index), int(draw), vision=self.vision)
+
+    def collate(self, items: list[dict[str, Any]]) -> MultimodalInputs:
+        # The dataset's own collation: it stacks whichever frame input the items carry.
+        return self.base.collate(items)

@@ -1,0 +1,156 @@
+"""The engine under the loop: ``accelerate`` (one process, DDP, FSDP, DeepSpeed ZeRO-2/3).
+
+``accelerate.Accelerator`` places the model, wraps it (DDP...), runs autocast (``bf16``;
+``fp16`` with a grad scaler, GPU only; ``fp32``), scales and accumulates gradients and reduces
+values across processes. FSDP and DeepSpeed come from an accelerate config file (see
+``configs/accelerate/``); :func:`engine_kind` tells the loop which one it runs under, since
+checkpoints of sharded engines are written differently (:mod:`emotion_llama.train.checkpointing`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from emotion_llama.model.modeling import EmotionLlama
+from emotion_llama.train.config import TrainConfig, TrainError
+from emotion_llama.train.schedule import param_groups
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+EngineKind = Literal["plain", "fsdp", "deepspeed", "deepspeed3"]
+#: Engines whose parameters are sharded over the processes (no rank holds the full weights).
+SHARDED: tuple[str, ...] = ("fsdp", "deepspeed3")
+_MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import ProjectConfiguration
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        # Several runs in one process (tests, notebooks) may use other precisions; accelerate
+        # keeps one global state and refuses to change it. Outside a process group it is safe to
+        # start afresh.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and device.index is not None and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(device.index)
+    log_with = None if cfg.log_with == "none" else cfg.log_with
+    if log_with == "wandb":
+        from accelerate.utils import is_wandb_available
+
+        if not is_wandb_available():
+            raise TrainError("train.log_with is wandb but wandb is not installed (pip install wandb)")
+    if log_with == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise TrainError("train.log_with is tensorboard but tensorboard is not installed")
+    return Accelerator(
+        mixed_precision=_MIXED[cfg.precision],
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=device.type == "cpu",
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out)),
+    )
+
+
+def engine_kind(accelerator: Accelerator) -> EngineKind:
+    """``plain`` (one process or DDP), ``fsdp``, ``deepspeed`` or ``deepspeed3``."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        return "fsdp"
+    if kind == DistributedType.DEEPSPEED:
+        plugin = accelerator.state.deepspeed_plugin
+        stage = int(plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0)) if plugin else 0
+        return "deepspeed3" if stage == 3 else "deepspeed"
+    return "plain"
+
+
+def check_engine(cfg: TrainConfig, accelerator: Accelerator) -> None:
+    """Refuse settings the engine cannot run."""
+    if cfg.eval_metrics and engine_kind(accelerator) in SHARDED:
+        raise TrainError("train.eval_metrics needs unsharded weights; turn it off under FSDP or ZeRO-3")
+
+
+def fill_deepspeed_config(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed fills its "auto" batch sizes from a prepared DataLoader; this loop shards the
+    stream itself, so they are filled from the recipe here (before ``prepare``)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    ds = plugin.deepspeed_config
+    filled = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
+    }
+    for key, value in filled.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif int(ds[key]) != value:
+            raise TrainError(f"DeepSpeed config sets {key}={ds[key]} but the recipe implies {value}")
+
+
+def prepare(accelerator: Accelerator, model: EmotionLlama, cfg: TrainConfig) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters (weight decay on matrices only, the lr of step 0) and
+    the engine's wrapped model and optimiser."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.schedule.lr(0), betas=cfg.betas
+    )
+    fill_deepspeed_config(accelerator, cfg)
+    engine_model, optimizer = accelerator.prepare(model, optimizer)
+    return engine_model, optimizer
+
+
+def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
+    """``obj`` of every process, in rank order (a collective: every process calls it)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([obj]))
+
+
+def precision_dtype(cfg: TrainConfig) -> torch.dtype:
+    return _DTYPES[cfg.precision]
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    """Autocast to the training precision outside the accelerator (validation, the ViT cache)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def set_gradient_checkpointing(model: EmotionLlama, on: bool) -> None:
+    """Activation checkpointing of the LLM's decoder layers (non-reentrant), on or off."""
+    llm = model.llm
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x
+        if on:
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        elif gradient_checkpointing_on(model):
+            base.activation_checkpointing_disable()
+    elif on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    elif gradient_checkpointing_on(model):
+        base.gradient_checkpointing_disable()
+
+
+def gradient_checkpointing_on(model: EmotionLlama) -> bool:
+    llm = model.llm
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    if hasattr(type(base), "is_activation_checkpointing"):
+        return bool(base.is_activation_checkpointing)
+    return bool(getattr(base, "is_gradient_checkpointing", False))
