@@ -421,7 +421,7 @@ def probe(
 
 
 def _write_json_file(path: Path, obj: Any) -> None:
-    from emotion_llama.encoders.store import atomic_write_bytes
+    from emotion_llama.files import atomic_write_bytes
     from emotion_llama.names import json_bytes
 
     atomic_write_bytes(path, json_bytes(obj, indent=1))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.files import atomic_output
 
 
 @dataclass(frozen=True)
@@ -180,19 +180,15 @@ def fetch(
     target = root / (Path(source.url.split("?")[0]).name or source.name)
     if target.exists():
         return verify(target, expected)
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".part-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source.url, timeout=60) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            _copy_with_progress(resp, out, total, f"downloading {source.name}", progress)
-        verify(tmp, expected)
-        os.replace(tmp, target)
+        # verified before it takes the final name: a failed or tampered download leaves nothing
+        with atomic_output(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(source.url, timeout=60) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                _copy_with_progress(resp, out, total, f"downloading {source.name}", progress)
+            verify(tmp, expected)
     except OSError as exc:
         raise EmotionLlamaError(f"cannot download {source.name} from {source.url}: {exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
@@ -264,8 +260,6 @@ def hf_model_dir(source: Source | str, *, cache: Path | None = None) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # GGUF weights arrive dequantised but flagged as quantised, which blocks saving: rebuild a
     # plain model from the same config and state.
@@ -274,8 +268,7 @@ def hf_model_dir(source: Source | str, *, cache: Path | None = None) -> Path:
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict(), strict=True)
-    model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_output(out, folder=True) as tmp:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(tmp)
     return out

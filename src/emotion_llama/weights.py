@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from emotion_llama.errors import CheckpointError
+from emotion_llama.files import atomic_output
 
 
 def read_torch_file(path: str | Path) -> Any:
@@ -75,9 +76,9 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path, meta: dict[str
     """Atomic: a crash never leaves a half-written file under the final name."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; follow the user's umask
-    tmp.replace(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # temp files are 0600; follow the user's umask

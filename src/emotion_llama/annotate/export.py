@@ -19,12 +19,11 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from emotion_llama import files
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.prompts import REASON_INSTRUCTIONS
 
@@ -204,17 +203,11 @@ def validate_record(rec: Record) -> None:
 
 # -- atomic writing --------------------------------------------------------------------------------
 def atomic_write_text(path: Path, text: str, newline: str | None = "\n") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        # Only left behind when writing or renaming failed.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``text`` into ``path`` atomically (``newline`` as :func:`open` takes it: ``"\n"`` and ``""``
+    write the text as it is, ``"\r\n"`` turns each ``"\n"`` into ``"\r\n"``)."""
+    if newline not in (None, "", "\n"):
+        text = text.replace("\n", newline)
+    return files.atomic_write_text(path, text)
 
 
 def _unique(records: Iterable[Record]) -> list[Record]:

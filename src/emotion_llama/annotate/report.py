@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from emotion_llama.annotate.export import Record, atomic_write_text
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.files import atomic_write_with
 from emotion_llama.perception.action_units import ACTIVE_THRESHOLD, AU_MAX, AU_NAMES
 
 #: The kinds of ``missing`` entries (``"face: no face in 40 frames"``) that the summary counts.
@@ -104,17 +105,12 @@ def _integer_y(ax: Any) -> None:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Saved to a temporary name first so a crash never leaves a truncated PNG under the real name.
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
         fig.tight_layout()
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         fig.clear()
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

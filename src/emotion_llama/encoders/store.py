@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,10 @@ from typing import Any
 import numpy as np
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.files import atomic_write_bytes, clean_partial
 from emotion_llama.names import json_bytes
+
+__all__ = ["atomic_write_bytes"]  # kept here too: the stores' writer
 
 AUTHORS_DIRS = {"audio": "HL-UTT", "local": "mae_340_UTT", "temporal": "maeV_399_UTT"}
 MODALITIES = ("local", "temporal", "audio")
@@ -52,19 +53,6 @@ class ClipFeatures:
     local: np.ndarray
     temporal: np.ndarray
     audio: np.ndarray
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the name's start only: a file name near the system's 255-byte limit must still get a temp file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:64]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:
@@ -198,12 +186,7 @@ class FeatureStore:
 
     def clean_partial(self) -> int:
         """Remove temporary files left by an interrupted run; returns how many."""
-        n = 0
-        if self.root.is_dir():
-            for p in self.root.rglob(".*.tmp"):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
+        return clean_partial(self.root)
 
 
 class AuthorsLayoutStore(FeatureStore):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from emotion_llama.files import atomic_write_text
 
 
 def write_reports(metrics: dict[str, Any], out: str | Path, *, model: str | None = None) -> list[Path]:
@@ -14,19 +14,13 @@ def write_reports(metrics: dict[str, Any], out: str | Path, *, model: str | None
     out.mkdir(parents=True, exist_ok=True)
     if model:
         metrics = {"model": model, **metrics}
-    written = [_atomic_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")]
-    written.append(_atomic_text(out / "report.md", render_markdown(metrics)))
+    written = [
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    ]
+    written.append(atomic_write_text(out / "report.md", render_markdown(metrics)))
     if "last_word" in metrics:
         written.append(plot_confusion(metrics["last_word"], out / "confusion.png", metrics["benchmark"]))
     return written
-
-
-def _atomic_text(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _pct(x: float | None) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from emotion_llama.encoders.store import atomic_write_bytes
+from emotion_llama.files import atomic_write_text
 from emotion_llama.model.checkpoint import WEIGHTS_FILE, load_trainable, read_safetensors, save_pretrained
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.train.config import RESUME_KEYS, TrainConfig, TrainError
@@ -163,7 +163,7 @@ def seed_all(seed: int) -> None:
 
 # -- files -----------------------------------------------------------------------------------------
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def read_pointer(out_dir: str | Path, which: str = LAST_FILE) -> dict[str, Any] | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.files import atomic_write_with
 from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.train.data import TrainDataset, TrainSample
 
@@ -162,12 +162,10 @@ class VitCache:
         from safetensors.torch import save_file
 
         path = self.path(clip)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         meta = {"format": FORMAT, "vit": self.fingerprint, "pixels": checksum, "clip": clip}
-        save_file(
-            {"vision_tokens": tokens.detach().to(self.dtype).contiguous().cpu()}, str(tmp), metadata=meta
-        )
-        os.replace(tmp, path)
+        tensors = {"vision_tokens": tokens.detach().to(self.dtype).contiguous().cpu()}
+        # each process writes its own temporary file; a crash leaves no partial file under the name
+        atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""Writing files atomically and reading JSON/YAML with errors that name the file: the one place.
+
+Every result file of the project (features, records, exports, reports, plots, checkpoints,
+downloads) is written under a temporary name in its target folder and renamed over the final name
+(``os.replace``, atomic on POSIX and Windows): a crash or a full disk never leaves a half-written
+file where a later run or another tool would take it for complete, and the temporary file is
+removed when writing fails. Temporary names are ``.{name}.{random}.tmp`` (the name cut to 64
+characters, so a name near the 255-byte limit still gets one); stores clean them up on start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from emotion_llama.errors import EmotionLlamaError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _temp_name(path: Path) -> str:
+    return f".{path.name[:64]}."
+
+
+@contextmanager
+def atomic_output(path: str | Path, *, folder: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to (by any writer that takes a path: ``savefig``,
+    ``save_file``, ``save_pretrained``...); renamed over ``path`` when the block ends without an
+    error, removed when it raises. ``folder=True`` for a folder: an existing one is replaced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_name(path), suffix=TMP_SUFFIX))
+    else:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_name(path), suffix=TMP_SUFFIX)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if folder and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if folder and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` into ``path``, atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``text`` as UTF-8 into ``path``, atomically; line ends written as they are in ``text``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` then rename ``tmp`` over ``path``."""
+    with atomic_output(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def clean_partial(root: str | Path) -> int:
+    """Remove the temporary files an interrupted run left under ``root``; returns how many."""
+    n = 0
+    root = Path(root)
+    if root.is_dir():
+        for p in root.rglob(f".*{TMP_SUFFIX}"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def read_json(
+    path: str | Path, *, what: str = "JSON file", error: type[Exception] = EmotionLlamaError
+) -> Any:
+    """The parsed file, or ``error`` naming the file and what is wrong (missing, not UTF-8, not JSON
+    with the line and column)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a {what} (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}:{exc.lineno}:{exc.colno}: not a {what} ({exc.msg})") from None
+
+
+def read_yaml(
+    path: str | Path, *, what: str = "YAML file", error: type[Exception] = EmotionLlamaError
+) -> Any:
+    """Like :func:`read_json` for YAML (``yaml.safe_load``: plain data only, no Python objects)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not a {what} (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise error(f"{path}{where}: not a {what} ({problem})") from None
