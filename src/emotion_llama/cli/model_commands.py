@@ -1,0 +1,167 @@
+"""Commands on the model itself: inspect, convert (authors, eva), export-merged, smoke."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from emotion_llama.cli.common import (
+    PresetOpt,
+    _out_file,
+    _out_folder,
+    app,
+    console,
+    convert_app,
+    err_console,
+)
+
+
+@app.command()
+def inspect(
+    preset: PresetOpt = "paper",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Parameter counts per part (global encoder, projections, LLM, LoRA) and trainable/frozen
+    totals. Builds the model on the meta device: no weights are loaded, no memory is used."""
+    from emotion_llama.config import load_config
+    from emotion_llama.model.builder import build_model, parameter_counts
+
+    config = load_config(preset)
+    counts = parameter_counts(build_model(config, device="meta"))
+    result = {
+        "preset": config.name,
+        "llm_name": config.llm.name_or_path,
+        "multimodal_tokens": config.num_multimodal_tokens,
+        **counts,
+    }
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    table = Table(title=f"Emotion-LLaMA parameters, preset {config.name!r}")
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    table.add_column("trainable")
+    for part, trainable in (("global_encoder", "no"), ("projections", "yes"), ("llm", "no"), ("lora", "yes")):
+        table.add_row(part, f"{counts[part]:,}", trainable)
+    table.add_section()
+    table.add_row("trainable", f"{counts['trainable_parameters']:,}", "")
+    table.add_row("frozen", f"{counts['frozen_parameters']:,}", "")
+    table.add_row("total", f"{counts['total_parameters']:,}", "")
+    console.print(table)
+    console.print(f"multimodal tokens per clip: {config.num_multimodal_tokens}")
+
+
+@convert_app.command("authors")
+def convert_authors(
+    checkpoint: Annotated[Path, typer.Argument(help="The authors' .pth file (e.g. Emoation_LLaMA.pth).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output checkpoint folder.")],
+    preset: PresetOpt = "paper",
+) -> None:
+    """Convert an authors' checkpoint (.pth) into a project checkpoint folder. Maps only the
+    trainable part (LoRA + projections), so no base-model weights are needed. Every expected
+    key must be present; unexpected keys are listed; ``attention.*`` is ignored."""
+    from emotion_llama.config import load_config
+    from emotion_llama.model.checkpoint import convert_authors_checkpoint
+
+    _out_folder("--out", out)
+    folder, unexpected = convert_authors_checkpoint(checkpoint, load_config(preset), out)
+    if unexpected:
+        err_console.print(
+            f"[yellow]skipped {len(unexpected)} unexpected key(s):[/] {', '.join(unexpected[:10])}"
+        )
+    console.print(f"wrote {folder}")
+
+
+@convert_app.command("eva")
+def convert_eva(
+    checkpoint: Annotated[Path, typer.Argument(help="BLIP-2's eva_vit_g.pth.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")],
+    preset: PresetOpt = "paper",
+) -> None:
+    """Convert BLIP-2's EVA ViT-g weights to transformers' Blip2VisionModel key names, with the
+    position grid interpolated to the preset's image size (448 px for ``paper``)."""
+    from emotion_llama.config import load_config
+    from emotion_llama.model.checkpoint import load_eva_vit_g, write_safetensors
+
+    config = load_config(preset)
+    _out_file("--out", out)
+    state = load_eva_vit_g(str(checkpoint), config.vision)
+    write_safetensors(state, out, {"format": "blip2-vision", "image_size": str(config.vision.image_size)})
+    console.print(f"wrote {out} ({len(state)} tensors)")
+
+
+@app.command("export-merged")
+def export_merged_cmd(
+    model_dir: Annotated[Path, typer.Argument(help="A project checkpoint folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+) -> None:
+    """Merge LoRA into the LLM (W' = W + alpha/r * B @ A) and save it as a plain Hugging Face
+    model in OUT/llm (loadable by transformers alone), plus OUT/projections.safetensors."""
+    from emotion_llama.model.checkpoint import export_merged
+
+    _out_folder("--out", out)
+    folder = export_merged(model_dir, out)
+    console.print(f"wrote {folder}")
+
+
+@app.command()
+def smoke(
+    preset: PresetOpt = "tiny",
+    subtitle: Annotated[str, typer.Option(help="What the person says.")] = "I can't believe you did that!",
+    seed: Annotated[int, typer.Option(help="Seed for the random frame and features.")] = 0,
+) -> None:
+    """End-to-end check of the model on random media: builds the model, renders the prompt,
+    runs one training forward+backward and a greedy generation, and prints what happened. With
+    the ``tiny`` preset this takes seconds and needs no download."""
+    import time
+
+    import torch
+
+    from emotion_llama.config import load_config
+    from emotion_llama.model.builder import build_model, parameter_counts
+    from emotion_llama.model.processor import EmotionLlamaProcessor
+    from emotion_llama.model.tokenizer import load_tokenizer
+
+    t0 = time.perf_counter()
+    config = load_config(preset)
+    model = build_model(config)
+    processor = EmotionLlamaProcessor(load_tokenizer(config), config)
+    build_s = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(seed)
+    v, f = config.vision, config.features
+    media = {
+        "pixel_values": torch.randn(1, 3, v.image_size, v.image_size, generator=g),
+        "local_feats": torch.randn(1, f.local_dim, generator=g),
+        "temporal_feats": torch.randn(1, f.temporal_dim, generator=g),
+        "audio_feats": torch.randn(1, f.audio_dim, generator=g),
+    }
+    train = processor.collate([processor.encode(subtitle, "emotion", answer="happy")])
+    t1 = time.perf_counter()
+    out = model(**train, **media)
+    assert out.loss is not None
+    out.loss.backward()
+    train_s = time.perf_counter() - t1
+    grads = sum(1 for p in model.parameters() if p.grad is not None)
+    prompt = processor.encode(subtitle, "emotion")
+    t2 = time.perf_counter()
+    new = model.generate(**processor.collate([prompt]), **media, max_new_tokens=8, do_sample=False)
+    gen_s = time.perf_counter() - t2
+    counts = parameter_counts(model)
+    console.print(f"[bold]preset[/] {config.name}  built in {build_s:.2f}s")
+    console.print(
+        f"[bold]prompt[/] ({len(prompt.input_ids)} tokens, "
+        f"{config.num_multimodal_tokens} multimodal): {escape(prompt.text)}",
+        highlight=False,
+    )
+    console.print(
+        f"[bold]loss[/] {out.loss.item():.4f} in {train_s:.3f}s; {grads} tensors got gradients "
+        f"({counts['trainable_parameters']:,} trainable parameters)"
+    )
+    console.print(
+        f"[bold]generated ids[/] {new[0].tolist()} in {gen_s:.3f}s (random weights: the text is noise)"
+    )

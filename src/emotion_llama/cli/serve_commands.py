@@ -1,0 +1,154 @@
+"""serve-llm (the clue pipeline's LLM over the OpenAI protocol) and serve (the predictor over HTTP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from emotion_llama.cli.common import (
+    AsrModelOpt,
+    LanguageOpt,
+    LLMDtypeOpt,
+    LLMOpt,
+    MaxNewTokensOpt,
+    PresetOpt,
+    _fail,
+    _speech_options,
+    app,
+    console,
+    err_console,
+)
+
+
+@app.command("serve-llm")
+def serve_llm(
+    llm: LLMOpt = "offline",
+    device: Annotated[str, typer.Option(help="Device for a local --llm: cpu, cuda...")] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8001,
+) -> None:
+    """Serve the clue pipeline's LLM over the OpenAI chat-completions protocol (share one loaded
+    model between runs and machines: --llm openai:MODEL@http://HOST:PORT/v1)."""
+    import uvicorn
+
+    from emotion_llama.backends.llm import make_llm
+    from emotion_llama.backends.llm_server import create_app
+
+    app_ = create_app(make_llm(llm, device=device, dtype=llm_dtype), model_name=llm)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", "-m", help="A converted Emotion-LLaMA checkpoint folder: serve the full model."
+        ),
+    ] = None,
+    llm: LLMOpt = "offline",
+    preset: PresetOpt = "paper",
+    device: Annotated[str, typer.Option(help="cpu, cuda... (the model, or a local --llm)")] = "cpu",
+    llm_dtype: LLMDtypeOpt = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    language: LanguageOpt = None,
+    asr_model: AsrModelOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    allow_root: Annotated[
+        list[Path] | None,
+        typer.Option("--allow-root", help="A folder whose videos clients may name by path (repeatable)."),
+    ] = None,
+    allow_url_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-url-host",
+            help="A host videos may be downloaded from: HOST, HOST:PORT, *.DOMAIN (repeatable).",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest video accepted, in MiB.")] = 200.0,
+    max_concurrency: Annotated[int, typer.Option(help="Predictor calls at once.")] = 1,
+    max_batch: Annotated[
+        int, typer.Option(help="Requests arriving together answered in one batch (1: no batching).")
+    ] = 4,
+    static_cache: Annotated[
+        bool,
+        typer.Option(help="Full model: a preallocated KV cache (compiled decoding on a GPU)."),
+    ] = False,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait; more get 429.")] = 8,
+    timeout_s: Annotated[
+        float, typer.Option(help="Queue wait + analysis time per request; then 504.")
+    ] = 600.0,
+    max_json_mb: Annotated[
+        float, typer.Option(help="Largest JSON body (chat requests), in MiB; bigger videos: /v1/files.")
+    ] = 4.0,
+    max_connections: Annotated[int, typer.Option(help="Open connections at once; more get 503.")] = 256,
+    max_body_reads: Annotated[
+        int, typer.Option(help="Request bodies read at once; more wait up to 10 s, then 429.")
+    ] = 8,
+    head_timeout_s: Annotated[
+        float, typer.Option(help="Seconds to send a request's head; then the connection is closed.")
+    ] = 10.0,
+    body_timeout_s: Annotated[
+        float, typer.Option(help="Longest pause within a request body, in seconds; then 408.")
+    ] = 30.0,
+    body_min_rate_kib: Annotated[
+        float,
+        typer.Option(help="Slowest average pace of a body after its first --body-timeout-s, KiB/s (0: any)."),
+    ] = 16.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="EMOTION_LLAMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."),
+    ] = None,
+) -> None:
+    """Serve the predictor over HTTP: OpenAI-compatible /v1/chat/completions (streaming too),
+    /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
+    page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
+    try:
+        from emotion_llama.backends.llm import check_dtype
+        from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
+        from emotion_llama.serve.predictor import Predictor
+        from emotion_llama.serve.security import resolve_roots
+
+        check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
+        _speech_options(language, asr_model)
+
+        settings = ServeSettings(
+            allow_roots=resolve_roots(allow_root or []),
+            allow_url_hosts=tuple(allow_url_host or ()),
+            max_upload_mb=max_upload_mb,
+            max_concurrency=max_concurrency,
+            max_batch=max_batch,
+            max_queue=max_queue,
+            timeout_s=timeout_s,
+            max_json_mb=max_json_mb,
+            max_connections=max_connections,
+            max_body_reads=max_body_reads,
+            head_timeout_s=head_timeout_s,
+            body_timeout_s=body_timeout_s,
+            body_min_rate_kib=body_min_rate_kib,
+            api_key=api_key or None,
+        )
+        app_ = create_app(
+            lambda: Predictor(
+                preset=preset,
+                model_dir=model,
+                llm=llm,
+                device=device,
+                static_cache=static_cache,
+                llm_dtype=llm_dtype,
+                max_new_tokens=max_new_tokens,
+                language=language,
+                asr_model=asr_model,
+            ),
+            settings,
+        )
+    except ValueError as exc:  # a setting out of range
+        _fail(str(exc))
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        err_console.print(f"[yellow]warning:[/] listening on {host} without an API key (--api-key)")
+    console.print(f"serving on http://{host}:{port} (the model loads in the background; see /health)")
+    serve_forever(app_, host=host, port=port)
