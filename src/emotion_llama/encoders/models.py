@@ -32,8 +32,19 @@ Choices, and why:
   ``feature_extractor(wav).input_values`` computes it. Without a config, the rule of the
   published checkpoints is used: normalise for the LayerNorm conv stack (large models), not for
   the GroupNorm one (base models). With the LayerNorm stack, padded batches give the same
-  features as one clip at a time; the GroupNorm stack normalises over time, so there each
-  padded clip is run alone.
+  features as one clip at a time up to float rounding; the GroupNorm stack normalises over
+  time, so there each padded clip is run alone.
+* **One clip per forward, for bit-identical features.** A clip's features must not depend on
+  which clips share its call (a resumed ``extract`` must write the same files as an uninterrupted
+  one). Batched kernels do not give that: convolutions and matmuls choose their blocking by
+  batch size, and padding changes the audio frames' rounding. Measured on the CPU: the tiny
+  HuBERT's pooled vector differed by up to 3.6e-7 between a clip alone and the same clip in a
+  batch of three clips of equal length (no padding: the conv stack already differs), and
+  HuBERT-large's by 7.2e-7 for a padded clip. The ``encode_clip`` methods therefore run one
+  clip with batch dimension 1, the audio at its own length with no padding and no mask;
+  ``Encoders.encode``, ``AudioEncoder.encode_waveforms`` and ``perception.pipeline.encode`` are
+  loops over them. ``forward`` (and ``LocalEncoder.encode_clips``) still take whole batches,
+  for throughput where bit-exactness across batch compositions does not matter.
 * Images: ImageNet mean/std (MAE's and VideoMAE's convention), RGB, values in [0, 1] first.
 * Outputs are float32 whatever the weights' dtype: features are stored as float32 ``.npy`` files
   and the means over 1568 tokens are better summed in fp32.
@@ -184,7 +195,8 @@ class LocalEncoder(nn.Module):
         return self(faces).mean(dim=0)
 
     def encode_clips(self, faces: torch.Tensor) -> torch.Tensor:
-        """(B, F, 3, S, S) -> (B, D): all B*F crops in one forward, then the mean per clip."""
+        """(B, F, 3, S, S) -> (B, D): all B*F crops in one forward, then the mean per clip (for
+        throughput: a row's rounding may depend on B; :meth:`encode_clip` per clip does not)."""
         b, f = faces.shape[:2]
         return self(faces.flatten(0, 1)).view(b, f, -1).mean(dim=1)
 
@@ -228,7 +240,7 @@ class TemporalEncoder(nn.Module):
         return pooled
 
     def encode_clip(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) -> (D,)."""
+        """(T, 3, S, S) -> (D,), alone in its forward (batch dimension 1)."""
         return self(frames[None])[0]
 
 
@@ -292,11 +304,20 @@ class AudioEncoder(nn.Module):
         valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]
         return (hidden * valid[..., None]).sum(dim=1) / frames[:, None].to(hidden.dtype)
 
-    def encode_waveforms(self, waves: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
-        """Waveforms of any lengths -> (B, D), padded into one batch."""
-        batch, mask = pad_waveforms(waves)
+    def encode_clip(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """One mono waveform (any length >= :attr:`min_samples`) -> (D,): alone in its forward, at
+        its own length, without padding or mask, so the result does not depend on other clips."""
         device = next(self.parameters()).device
-        return self(batch.to(device), mask.to(device))
+        x = torch.as_tensor(wave, dtype=torch.float32).reshape(1, -1).to(device)
+        return self(x)[0]
+
+    def encode_waveforms(self, waves: Sequence[np.ndarray | torch.Tensor]) -> torch.Tensor:
+        """Waveforms of any lengths -> (B, D), one :meth:`encode_clip` each: row i is
+        bit-identical to encoding waveform i alone (a padded batch is not, see the module
+        docstring)."""
+        if not waves:
+            raise EncoderError("no waveforms given")
+        return torch.stack([self.encode_clip(w) for w in waves])
 
 
 @dataclass
@@ -321,12 +342,20 @@ class Encoders:
         """A batch of B clips -> {"local": (B, Dl), "temporal": (B, Dt), "audio": (B, Da)} float32.
 
         ``faces`` (B, F, 3, S, S) crops for the local encoder, ``frames`` (B, T, 3, S, S) for the
-        temporal one, ``waveforms`` (B, L) with an optional (B, L) padding mask."""
+        temporal one, ``waveforms`` (B, L) right-padded, with an optional (B, L) padding mask.
+        Each clip is encoded alone (its waveform cut to its mask's length), so row i is
+        bit-identical whatever the other rows hold."""
+        if audio_mask is None:
+            lengths = [waveforms.shape[1]] * waveforms.shape[0]
+        else:
+            lengths = [int(n) for n in audio_mask.sum(dim=1)]
         with torch.inference_mode():
             return {
-                "local": self.local.encode_clips(faces),
-                "temporal": self.temporal(frames),
-                "audio": self.audio(waveforms, audio_mask),
+                "local": torch.stack([self.local.encode_clip(f) for f in faces]),
+                "temporal": torch.stack([self.temporal.encode_clip(t) for t in frames]),
+                "audio": torch.stack(
+                    [self.audio.encode_clip(w[:n]) for w, n in zip(waveforms, lengths, strict=True)]
+                ),
             }
 
 
@@ -482,7 +511,7 @@ def read_original_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Their ``save_model`` also pickles the run's ``argparse.Namespace``; it is allowed through the
     ``weights_only`` loader (a plain attribute bag), everything else beyond tensors is refused."""
-    from emotion_llama.model.checkpoint import read_torch_file
+    from emotion_llama.weights import read_torch_file
 
     with torch.serialization.safe_globals([argparse.Namespace]):
         obj = read_torch_file(path)

@@ -360,33 +360,31 @@ def _uniform(stack: np.ndarray, n: int, exact: bool = False) -> np.ndarray:
 
 # -- encoders --------------------------------------------------------------------------------------
 def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> list[Any]:
-    """Batched features for the clips that have a face and audio: one :class:`ClipFeatures` per
-    result, ``None`` where something is missing (the result's ``missing`` says what)."""
+    """Features for the clips that have a face and audio: one :class:`ClipFeatures` per result,
+    ``None`` where something is missing (the result's ``missing`` says what).
+
+    Each clip goes through each encoder alone (batch dimension 1; its audio at its own length, no
+    padding), so its features are bit-identical whichever clips are passed with it: an
+    ``extract`` resumed after a crash writes the same files as an uninterrupted run. Batched
+    forwards do not guarantee that (kernels round differently for different batch sizes and
+    padded lengths, see :mod:`emotion_llama.encoders.models`)."""
     import torch
 
     from emotion_llama.encoders.models import preprocess_frames
     from emotion_llama.encoders.store import ClipFeatures
 
-    ok = [
-        r
-        for r in results
-        if r.local_crops is not None and r.temporal_crops is not None and r.audio is not None
-    ]
     out: dict[str, ClipFeatures] = {}
-    if ok:
-        dtype = next(encoders.local.parameters()).dtype
-        with torch.no_grad():
-            # clips may have different numbers of face crops: one local forward per clip
-            local = [
-                encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype)) for r in ok
-            ]
-            frames = torch.stack([preprocess_frames(r.temporal_crops) for r in ok]).to(device, dtype)
-            temporal = encoders.temporal(frames)  # (B, T, 3, S, S) -> (B, D)
-            audio = encoders.audio.encode_waveforms([r.audio for r in ok])  # (B, D)
-        for i, r in enumerate(ok):
-            out[r.name] = ClipFeatures(
-                local=local[i].float().cpu().numpy(),
-                temporal=temporal[i].float().cpu().numpy(),
-                audio=audio[i].float().cpu().numpy(),
-            )
+    dtype = next(encoders.local.parameters()).dtype
+
+    def vector(x: torch.Tensor) -> np.ndarray:
+        return x.float().cpu().numpy()
+
+    with torch.inference_mode():
+        for r in results:
+            if r.local_crops is None or r.temporal_crops is None or r.audio is None:
+                continue
+            local = encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype))
+            temporal = encoders.temporal.encode_clip(preprocess_frames(r.temporal_crops).to(device, dtype))
+            audio = encoders.audio.encode_clip(r.audio)
+            out[r.name] = ClipFeatures(local=vector(local), temporal=vector(temporal), audio=vector(audio))
     return [out.get(r.name) for r in results]
