@@ -159,10 +159,9 @@ def perceive(
     cannot be decoded at all; anything merely missing is listed in ``Perception.missing``."""
     import cv2
 
-    from emotion_llama.media.audio import NoAudioError, load_audio
     from emotion_llama.media.video import iter_frames, probe_video, read_frames_at
     from emotion_llama.perception.action_units import EVENT_AUS, aus_from_face, peak_index
-    from emotion_llama.perception.faces import align_face, select_main_face
+    from emotion_llama.perception.faces import select_main_face
 
     path = Path(video)
     name = name or path.stem
@@ -249,34 +248,12 @@ def perceive(
         global_time = times[gp]
 
     # aligned crops of the main face in the kept sample frames
-    local_crops = temporal_crops = None
-    crops = [
-        align_face(kept[p], main[p], config.face_size)
-        for p in sorted(kept)
-        if p in scales and main[p] is not None
-    ]
-    if crops:
-        stack = np.stack(crops)
-        local_crops = _uniform(stack, config.local_frames)
-        temporal_crops = _uniform(stack, config.temporal_frames, exact=True)
-    elif peak is not None:
+    samples = [(kept[p], main[p]) for p in sorted(kept) if p in scales and main[p] is not None]
+    local_crops, temporal_crops = _face_crops(samples, config)
+    if local_crops is None and peak is not None:
         missing.append("face: the main face is absent from every sampled frame")
 
-    audio = None
-    transcript = None
-    try:
-        audio = load_audio(path, config.sample_rate)
-        if audio.size == 0:
-            audio = None
-            missing.append("audio: the audio stream is empty")
-    except NoAudioError:
-        missing.append("audio: the file has no audio stream")
-    if subtitle is not None:
-        from emotion_llama.perception.transcript import Transcript
-
-        transcript = Transcript(text=subtitle, language=config.language, words=[], source="subtitle")
-    elif transcriber is not None and audio is not None:
-        transcript = transcriber.transcribe(audio, config.sample_rate)
+    audio, transcript = _audio_and_transcript(path, config, subtitle, transcriber, missing)
     info_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(info).items()}
     return Perception(
         name=name,
@@ -299,6 +276,42 @@ def perceive(
         audio=audio,
         missing=missing,
     )
+
+
+def _face_crops(samples: list[tuple[np.ndarray, Any]], config: PerceptionConfig) -> tuple[Any, Any]:
+    """The local and temporal encoders' face crops from (frame, main face) samples: ``(None, None)``
+    when there are none."""
+    from emotion_llama.perception.faces import align_face
+
+    if not samples:
+        return None, None
+    stack = np.stack([align_face(rgb, face, config.face_size) for rgb, face in samples])
+    return _uniform(stack, config.local_frames), _uniform(stack, config.temporal_frames, exact=True)
+
+
+def _audio_and_transcript(
+    path: Path, config: PerceptionConfig, subtitle: str | None, transcriber: Any | None, missing: list[str]
+) -> tuple[np.ndarray | None, Any]:
+    """The clip's audio (``None`` without a usable stream, said in ``missing``) and its transcript:
+    the given subtitle, else speech recognition on the audio."""
+    from emotion_llama.media.audio import NoAudioError, load_audio
+
+    audio = None
+    transcript = None
+    try:
+        audio = load_audio(path, config.sample_rate)
+        if audio.size == 0:
+            audio = None
+            missing.append("audio: the audio stream is empty")
+    except NoAudioError:
+        missing.append("audio: the file has no audio stream")
+    if subtitle is not None:
+        from emotion_llama.perception.transcript import Transcript
+
+        transcript = Transcript(text=subtitle, language=config.language, words=[], source="subtitle")
+    elif transcriber is not None and audio is not None:
+        transcript = transcriber.transcribe(audio, config.sample_rate)
+    return audio, transcript
 
 
 def _area(face: Any) -> float:
