@@ -35,14 +35,16 @@ def test_long_names_get_a_temporary_and_leftovers_are_cleaned(tmp_path):
 def test_readers_name_the_file_and_the_place(tmp_path):
     bad = tmp_path / "m.json"
     bad.write_text('{"a": 1,\n "b": }\n')
-    with pytest.raises(EmotionLlamaError, match=r"m\.json:2:7: not a JSON file"):
+    with pytest.raises(
+        EmotionLlamaError, match=r"m\.json: not valid JSON \(Expecting value at line 2, column 7\)"
+    ):
         read_json(bad)
     y = tmp_path / "r.yaml"
     y.write_text("model: tiny\ntrain: [1, 2\n")
-    with pytest.raises(EmotionLlamaError, match=r"r\.yaml:3:1: not a YAML file"):
+    with pytest.raises(EmotionLlamaError, match=r"r\.yaml: not valid YAML \(.* at line 3, column 1\)"):
         read_yaml(y)
     with pytest.raises(EmotionLlamaError, match=r"nope\.json: no such file"):
         read_json(tmp_path / "nope.json")
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe{}")
-    with pytest.raises(EmotionLlamaError, match=r"bin\.json: not a JSON file \(not UTF-8"):
+    with pytest.raises(EmotionLlamaError, match=r"bin\.json: not valid JSON \(not UTF-8"):
         read_json(tmp_path / "bin.json")

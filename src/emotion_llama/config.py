@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emotion_llama.errors import ConfigError
+from emotion_llama.files import read_json, read_yaml
 
 Layout = Literal["training", "inference"]
 FrameChoice = Literal["first", "middle", "peak", "random"]
@@ -303,12 +304,7 @@ class EmotionLlamaConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> EmotionLlamaConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path, error=ConfigError)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object at the top level")
         return cls.from_dict(data, source=path)
@@ -404,14 +400,7 @@ def load_config(preset_or_path: str | Path) -> EmotionLlamaConfig:
     if path.is_dir():
         path = path / "config.json"
     if path.suffix.lower() in {".yaml", ".yml"}:
-        import yaml  # only where YAML is asked for
-
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml(path, error=ConfigError)  # yaml is imported only where YAML is asked for
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         base = data.pop("preset", None)

@@ -86,45 +86,38 @@ def clean_partial(root: str | Path) -> int:
     return n
 
 
-def read_json(
-    path: str | Path, *, what: str = "JSON file", error: type[Exception] = EmotionLlamaError
-) -> Any:
-    """The parsed file, or ``error`` naming the file and what is wrong (missing, not UTF-8, not JSON
-    with the line and column)."""
+def read_text(path: str | Path, *, what: str, error: type[Exception] = EmotionLlamaError) -> str:
+    """A UTF-8 text file's text, or ``error`` naming the file: missing, unreadable, not UTF-8."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not a {what} (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
+        raise error(f"{path}: not valid {what} (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def read_json(path: str | Path, *, error: type[Exception] = EmotionLlamaError) -> Any:
+    """The parsed file, or ``error`` naming the file and what is wrong (missing, not UTF-8, not JSON
+    with the line and column)."""
+    text = read_text(path, what="JSON", error=error)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{path}:{exc.lineno}:{exc.colno}: not a {what} ({exc.msg})") from None
+        raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
 
 
-def read_yaml(
-    path: str | Path, *, what: str = "YAML file", error: type[Exception] = EmotionLlamaError
-) -> Any:
+def read_yaml(path: str | Path, *, error: type[Exception] = EmotionLlamaError) -> Any:
     """Like :func:`read_json` for YAML (``yaml.safe_load``: plain data only, no Python objects)."""
     import yaml
 
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not a {what} (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    text = read_text(path, what="YAML", error=error)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise error(f"{path}{where}: not a {what} ({problem})") from None
+        raise error(f"{path}: not valid YAML ({problem}{where})") from None
