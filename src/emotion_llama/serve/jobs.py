@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from emotion_llama.serve.security import ApiError
+from emotion_llama.serve.errors import ApiError
 
 JobStatus = Literal["queued", "running", "done"]
 ItemStatus = Literal["pending", "done", "error"]

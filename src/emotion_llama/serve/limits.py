@@ -34,7 +34,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from emotion_llama.serve.security import ApiError
+from emotion_llama.serve.errors import ApiError
 
 log = logging.getLogger("emotion_llama.serve")
 
