@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emotion_llama.data.benchmarks import DataError, read_ncev
+from emotion_llama.data.formats.lists import read_ncev
+from emotion_llama.data.samples import DataError
 from emotion_llama.encoders.store import AuthorsLayoutStore, ClipFeatures
 from emotion_llama.evaluate.judges import parse_score, parse_word_list
 from emotion_llama.evaluate.runner import get_benchmark, read_predictions, run_predictions

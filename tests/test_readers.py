@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from emotion_llama.data.benchmarks import (
+from emotion_llama.data.formats.lists import (
     DFEW_LABELS,
-    DataError,
     read_classification_folder,
     read_dfew_split,
     read_label_csv,
     read_ncev,
-    read_references,
     read_subtitles,
 )
+from emotion_llama.data.formats.references import read_references
+from emotion_llama.data.samples import DataError
 from emotion_llama.errors import EmotionLlamaError
 
 

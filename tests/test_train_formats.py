@@ -15,21 +15,18 @@ import pytest
 import torch
 
 from emotion_llama.config import EmotionLlamaConfig, tiny_config
-from emotion_llama.data.benchmarks import DFEW_LABELS, DataError, find_dfew_split, read_dfew_split
+from emotion_llama.data.formats.dfew import DFEW_INSTRUCTION
+from emotion_llama.data.formats.folder import read_training_folder
+from emotion_llama.data.formats.jsonl import read_jsonl
+from emotion_llama.data.formats.lists import DFEW_LABELS, find_dfew_split, read_dfew_split
+from emotion_llama.data.formats.pseudo import read_pseudo_labels
+from emotion_llama.data.samples import DataError, TrainDataError
 from emotion_llama.data.synth import make_synthetic_dataset
 from emotion_llama.encoders.store import ClipFeatures, open_store
 from emotion_llama.evaluate.runner import BENCHMARKS
 from emotion_llama.prompts import EMOTION_INSTRUCTION
-from emotion_llama.train.data import TrainDataError, TrainDataset, read_training_folder
-from emotion_llama.train.formats import (
-    DFEW_INSTRUCTION,
-    FORMATS,
-    DataSpec,
-    open_training_data,
-    open_training_mix,
-    read_jsonl,
-    read_pseudo_labels,
-)
+from emotion_llama.train.data import TrainDataset
+from emotion_llama.train.formats import FORMATS, DataSpec, open_training_data, open_training_mix
 
 N = 8
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emotion_llama.config import tiny_config
-from emotion_llama.data.benchmarks import read_ncev, read_subtitles
+from emotion_llama.data.formats.lists import read_ncev, read_subtitles
 from emotion_llama.data.synth import SynthError, label_colour, make_synthetic_dataset
 from emotion_llama.encoders.store import MODALITIES, open_store
 from emotion_llama.errors import EmotionLlamaError

@@ -15,6 +15,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from emotion_llama.config import EmotionLlamaConfig, tiny_config
+from emotion_llama.data.formats.folder import read_training_folder
 from emotion_llama.data.synth import make_synthetic_dataset
 from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import trainable_state
@@ -24,7 +25,7 @@ from emotion_llama.model.tokenizer import load_tokenizer
 from emotion_llama.prompts import MER_LABELS, parse_label_robust
 from emotion_llama.train.checkpointing import read_pointer
 from emotion_llama.train.config import TrainConfig
-from emotion_llama.train.data import TrainDataset, read_training_folder
+from emotion_llama.train.data import TrainDataset
 from emotion_llama.train.loop import train
 from emotion_llama.train.schedule import Schedule
 from emotion_llama.train.validate import validation_loss

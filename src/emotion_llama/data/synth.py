@@ -5,7 +5,7 @@ if a model cannot fit this set, the bug is in the training code, not in the data
 a label; its three feature vectors point along a fixed random direction per (label, modality)
 with a random magnitude plus noise, its frame is a colour chosen by the label plus noise, and its
 subtitle contains words typical of the label among neutral filler words. The folder has the
-project's dataset format (``emotion_llama.data.benchmarks``, SPEC 5)::
+project's dataset format (``emotion_llama.data.formats.folder``, SPEC 5)::
 
     labels.txt          NCEV lines: name frame_count label valence
     subtitles.csv       name,sentence

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emotion_llama.data.benchmarks import (
+from emotion_llama.data.formats.lists import (
     DFEW_LABELS,
-    Clip,
-    DataError,
     find_frame_source,
     read_classification_folder,
-    read_references,
-    read_subtitles,
+    read_fold_folders,
 )
+from emotion_llama.data.formats.references import read_reference_folder
+from emotion_llama.data.samples import Clip, DataError
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.progress import progress_bar
 from emotion_llama.prompts import (
@@ -82,21 +81,16 @@ def get_benchmark(name: str) -> BenchmarkSpec:
 
 # -- reading a benchmark folder ------------------------------------------------------------------------
 def read_benchmark(spec: BenchmarkSpec, data: str | Path) -> list[Clip]:
-    """Every clip of the benchmark with its gold label or reference and subtitle."""
+    """Every clip of the benchmark with its gold label or reference and subtitle (the folder
+    layouts are read by :mod:`emotion_llama.data.formats`)."""
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: no such benchmark folder")
     if spec.kind == "classification":
         if spec.folds:
-            present = [f for f in spec.folds if (root / f).is_dir()]
-            if not present:
-                raise DataError(f"{root}: no fold folders ({', '.join(spec.folds)})")
-            return [c for f in present for c in read_classification_folder(root / f, spec.numeric_labels, f)]
+            return read_fold_folders(root, spec.folds, spec.numeric_labels)
         return read_classification_folder(root)
-    column = "reason" if spec.kind == "emer" else "openset"
-    refs = read_references(root / "references.csv", column)
-    subs = read_subtitles(root / "subtitles.csv") if (root / "subtitles.csv").is_file() else {}
-    return [Clip(name=n, subtitle=subs.get(n, ""), reference=r) for n, r in refs.items()]
+    return read_reference_folder(root, "reason" if spec.kind == "emer" else "openset")
 
 
 def clip_folder(data: Path, clip: Clip) -> Path:

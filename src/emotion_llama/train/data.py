@@ -1,17 +1,11 @@
-"""Training data: a dataset folder (SPEC 5) -> samples -> processor-encoded, collated batches.
+"""Training data: samples -> processor-encoded, collated batches.
 
-A folder in the project's format holds ``labels.txt`` (NCEV), ``subtitles.csv``,
-``merr_coarse.json`` (``caption``, task ``reason``), ``merr_fine.json`` (``smp_reason_caption``,
-task ``reason_v2``), optionally ``split.json``, and a feature store (native or the authors'
-layout) with one frame per clip. :func:`read_training_folder` turns it into one
-:class:`TrainSample` per (clip, task); :class:`TrainDataset` draws one task per clip and item, as
-the authors' stage-1 dataset does (emotion or reason at random), and encodes it.
-
-Other formats (MER2023/MER2024 label lists, pseudo-labels, DFEW folds, JSONL) and the entry
-point recipes use, :func:`emotion_llama.train.formats.open_training_data`, live in
-:mod:`emotion_llama.train.formats`; every reader goes through :class:`ClipResolver`, so a clip
-whose features or frame are missing is reported once (a :class:`ReadReport` line, logged) and
-skipped, never zero-filled.
+:class:`TrainDataset` holds the :class:`~emotion_llama.data.samples.TrainSample` s the readers of
+:mod:`emotion_llama.data.formats` yield (the project's dataset folder, MER2023/MER2024 label
+lists, pseudo-labels, DFEW folds, JSONL; the entry point recipes use is
+:func:`emotion_llama.train.formats.open_training_data`) and draws one task per clip and item, as
+the authors' stage-1 dataset does (emotion or reason at random), and encodes it;
+:func:`collate_fn` batches the items. The readers' names used from here before are re-exported.
 
 Determinism: every random choice of an item (task, instruction) comes from a
 ``random.Random`` seeded by ``(seed, index, draw)``, where ``draw`` is the global position of the
@@ -21,11 +15,8 @@ sees exactly the same samples, whatever the worker processes did before.
 
 from __future__ import annotations
 
-import json
-import logging
 import random
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,267 +24,28 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emotion_llama.config import EmotionLlamaConfig
-from emotion_llama.data.benchmarks import find_frame_source, find_labels_file, read_ncev, read_subtitles
-from emotion_llama.encoders.store import ClipFeatures, FeatureError, FeatureStore, open_store
-from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.data.formats.clips import ClipResolver, feature_dims, open_feature_store, restrict_to_split
+from emotion_llama.data.formats.folder import TARGET_SOURCES, read_training_folder
+from emotion_llama.data.samples import LOG_SKIPPED, ReadReport, TrainDataError, TrainSample, finish_report
 from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.processor import EmotionLlamaProcessor, EncodedSample
-from emotion_llama.prompts import TASKS, pick_instruction
+from emotion_llama.prompts import pick_instruction
 
-log = logging.getLogger(__name__)
-
-#: Where each task's target comes from: (file, field); ``None`` means the label list.
-TARGET_SOURCES: dict[str, tuple[str, str] | None] = {
-    "emotion": None,
-    "reason": ("merr_coarse.json", "caption"),
-    "reason_v2": ("merr_fine.json", "smp_reason_caption"),
-}
-
-
-class TrainDataError(EmotionLlamaError, ValueError):
-    """A training folder or dataset cannot be used as given."""
-
-
-@dataclass(frozen=True)
-class TrainSample:
-    """One (clip, task) pair with its target. Reasoning targets are kept raw; label words are
-    normalised when read (the processor normalises every target again, which changes nothing).
-    ``instruction`` fixes the instruction (DFEW's 7-label wording); ``None`` draws it from the
-    task's pool."""
-
-    name: str
-    subtitle: str
-    task: str
-    target: str
-    frame: Path | np.ndarray
-    features: ClipFeatures
-    instruction: str | None = None
-
-
-#: At most this many skipped clips are logged one by one per source; the rest go to the debug log
-#: and a count (every one is still in :attr:`ReadReport.skipped`).
-LOG_SKIPPED = 20
-
-
-@dataclass
-class ReadReport:
-    """What a reader kept and dropped, for logs and :attr:`TrainDataset.summary`.
-
-    ``skipped`` holds one line per clip whose features or frame could not be read (the clip name
-    and the path tried); ``filtered`` counts clips left out on purpose (below ``min_confidence``);
-    ``unlabelled`` counts listed clips without a target; ``notes`` holds other remarks (a
-    ``min_confidence`` that could not apply).
-    """
-
-    source: str
-    samples: int = 0
-    clips: int = 0
-    skipped: list[str] = field(default_factory=list)
-    filtered: int = 0
-    unlabelled: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "samples": self.samples,
-            "clips": self.clips,
-            "skipped": len(self.skipped),
-            "filtered": self.filtered,
-            "unlabelled": self.unlabelled,
-            "notes": list(self.notes),
-        }
-
-    def text(self) -> str:
-        extra = f", {self.filtered} filtered" if self.filtered else ""
-        extra += f", {self.unlabelled} without a target" if self.unlabelled else ""
-        return (
-            f"{self.source}: {self.samples} samples from {self.clips} clips, "
-            f"{len(self.skipped)} skipped (missing features or frame){extra}"
-        )
-
-
-class ClipResolver:
-    """Features and frame of each clip from one store, read once per clip.
-
-    A clip whose features are missing or unreadable, or that has no frame, is reported once: a
-    line naming the clip and the path tried goes to ``report.skipped`` (and ``warnings`` when
-    given) and to the log; :meth:`get` then returns ``None`` for it, every time. Frames are
-    looked for as the store names them, then as ``first_frames/``, ``frames/`` or ``video/``
-    files in the store and in ``frame_roots``.
-    """
-
-    def __init__(
-        self,
-        store: FeatureStore,
-        report: ReadReport,
-        *,
-        frame_roots: Iterable[Path] = (),
-        warnings: list[str] | None = None,
-    ) -> None:
-        self.store = store
-        self.report = report
-        self.frame_roots = [store.root, *(Path(r) for r in frame_roots if Path(r) != store.root)]
-        self.warnings = warnings
-        self._cache: dict[str, tuple[ClipFeatures, Path] | None] = {}
-
-    def has(self, name: str) -> bool:
-        """Whether the store holds vectors for ``name`` (no report, no caching)."""
-        return self.store.has(name)
-
-    def get(self, name: str, frame: Path | None = None) -> tuple[ClipFeatures, Path] | None:
-        """``(features, frame path)``, or ``None`` for a skipped clip. ``frame`` is an explicit
-        frame file, used before the store's."""
-        if name in self._cache:
-            return self._cache[name]
-        result: tuple[ClipFeatures, Path] | None = None
-        try:
-            feats = self.store.read(name)
-        except FeatureError as exc:
-            self._skip(name, str(exc))
-        else:
-            found = self._frame(name, frame)
-            if found is None:
-                tried = frame if frame is not None else self.store.frame_path(name)
-                self._skip(name, f"no frame at {tried} (nor first_frames/, frames/ or video/ files)")
-            else:
-                result = (feats, found)
-        self._cache[name] = result
-        return result
-
-    def _frame(self, name: str, frame: Path | None) -> Path | None:
-        if frame is not None:
-            return frame if frame.is_file() else None
-        own = self.store.frame_path(name)
-        if own.is_file():
-            return own
-        for root in self.frame_roots:
-            src = find_frame_source(root, name)
-            if src is not None:
-                return src
-        return None
-
-    def _skip(self, name: str, why: str) -> None:
-        message = f"skipped clip {name!r}: {why}"
-        n = len(self.report.skipped)
-        if n < LOG_SKIPPED:
-            log.warning("%s: %s", self.report.source, message)
-        else:
-            log.debug("%s: %s", self.report.source, message)
-        self.report.skipped.append(message)
-        if self.warnings is not None:
-            self.warnings.append(message)
-
-    def finish(self, samples: Sequence[TrainSample]) -> None:
-        """Count ``samples`` into the report and log its summary line."""
-        finish_report(self.report, samples)
-
-
-def finish_report(report: ReadReport, samples: Sequence[TrainSample]) -> None:
-    """Count a reader's ``samples`` into ``report`` and log its summary line."""
-    report.samples += len(samples)
-    report.clips += len({s.name for s in samples})
-    if len(report.skipped) > LOG_SKIPPED:
-        log.warning(
-            "%s: %d more clips skipped (see the report)", report.source, len(report.skipped) - LOG_SKIPPED
-        )
-    log.info("%s", report.text())
-
-
-def feature_dims(config: EmotionLlamaConfig) -> dict[str, int]:
-    f = config.features
-    return {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}
-
-
-def open_feature_store(root: str | Path, config: EmotionLlamaConfig) -> FeatureStore:
-    """The store at ``root`` with the model's dimensions; a missing folder is an error rather
-    than a store in which every clip is missing."""
-    root = Path(root)
-    if not root.is_dir():
-        raise TrainDataError(f"{root}: no such feature folder")
-    return open_store(root, feature_dims(config))
-
-
-def _read_json_dict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrainDataError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrainDataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise TrainDataError(f"{path}: expected a JSON object keyed by clip name")
-    return data
-
-
-def read_training_folder(
-    folder: str | Path,
-    config: EmotionLlamaConfig,
-    *,
-    tasks: Sequence[str] = ("emotion", "reason"),
-    split: str | None = None,
-    split_file: str = "split.json",
-    warnings: list[str] | None = None,
-    features: str | Path | None = None,
-    report: ReadReport | None = None,
-) -> list[TrainSample]:
-    """One :class:`TrainSample` per clip and task that has a target, in clip-name order.
-
-    ``split`` restricts the clips to ``split_file[split]``. ``features`` is the feature store
-    (default: the folder itself). A clip whose features cannot be read is skipped and reported
-    once (logged, appended to ``warnings`` when given and to ``report``); it is never filled
-    with zeros, which would teach the model that silence means something.
-    """
-    folder = Path(folder)
-    for task in tasks:
-        if task not in TASKS:
-            raise TrainDataError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    if not tasks:
-        raise TrainDataError("tasks is empty")
-    labels = {c.name: c.label for c in read_ncev(find_labels_file(folder))}
-    subs_path = folder / "subtitles.csv"
-    subtitles = read_subtitles(subs_path) if subs_path.is_file() else {}
-    targets: dict[str, dict[str, str]] = {}
-    for task in tasks:
-        source = TARGET_SOURCES[task]
-        if source is None:
-            targets[task] = {n: lab for n, lab in labels.items() if lab}
-            continue
-        file, key = source
-        entries = _read_json_dict(folder / file)
-        targets[task] = {
-            n: str(e[key])
-            for n, e in entries.items()
-            if isinstance(e, dict) and str(e.get(key) or "").strip()
-        }
-    names = sorted(set().union(*(set(t) for t in targets.values())))
-    if split is not None:
-        names = restrict_to_split(names, folder / split_file, split)
-    report = report if report is not None else ReadReport(f"folder {folder}")
-    store = open_feature_store(features if features is not None else folder, config)
-    resolver = ClipResolver(store, report, frame_roots=[folder], warnings=warnings)
-    samples: list[TrainSample] = []
-    for name in names:
-        found = resolver.get(name)
-        if found is None:
-            continue
-        feats, frame = found
-        subtitle = subtitles.get(name, "")
-        for task in tasks:
-            if name in targets[task]:
-                samples.append(TrainSample(name, subtitle, task, targets[task][name], frame, feats))
-    resolver.finish(samples)
-    return samples
-
-
-def restrict_to_split(names: Sequence[str], split_path: Path, split: str) -> list[str]:
-    """The names listed under ``split`` in the JSON file ``split_path`` (``{split: [names]}``)."""
-    splits = _read_json_dict(split_path)
-    if split not in splits:
-        raise TrainDataError(f"{split_path}: no split {split!r} (has {', '.join(splits)})")
-    wanted = set(splits[split])
-    return [n for n in names if n in wanted]
+__all__ = [
+    "LOG_SKIPPED",
+    "TARGET_SOURCES",
+    "ClipResolver",
+    "ReadReport",
+    "TrainDataError",
+    "TrainDataset",
+    "TrainSample",
+    "collate_fn",
+    "feature_dims",
+    "finish_report",
+    "open_feature_store",
+    "read_training_folder",
+    "restrict_to_split",
+]
 
 
 def _load_frame(frame: Path | np.ndarray) -> np.ndarray:

@@ -33,9 +33,10 @@ overrides with dotted keys (``train.epochs=2 schedule.init_lr=1e-4 data=DIR``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.train.checkpointing import BEST_FILE, read_pointer
@@ -47,94 +48,13 @@ class RecipeError(EmotionLlamaError, ValueError):
     """A recipe file or an override is not usable."""
 
 
-#: Every key a recipe may set (dotted), with its kind: str, str?, int, int?, float, bool, list.
-KEYS: dict[str, str] = {
-    "model": "str",
-    "init_from": "str?",
-    "data": "str",
-    "data_format": "str",
-    "fold": "int?",
-    "features": "str?",
-    "min_confidence": "float?",
-    "extra_data": "specs",
-    "tasks": "list",
-    "split.train": "str?",
-    "split.val": "str?",
-    "out_dir": "str",
-    "train.epochs": "int",
-    "train.iters_per_epoch": "int",
-    "train.batch_size": "int",
-    "train.grad_accum": "int",
-    "train.precision": "str",
-    "train.seed": "int",
-    "train.weight_decay": "float",
-    "train.log_every": "int",
-    "train.device": "str",
-    "train.num_workers": "int",
-    "train.save_every": "int?",
-    "train.keep_last": "int",
-    "train.log_with": "str",
-    "train.gradient_checkpointing": "bool",
-    "train.cache_vit": "bool",
-    "train.eval_metrics": "bool",
-    "train.eval_max_clips": "int",
-    "schedule.kind": "str",
-    "schedule.init_lr": "float",
-    "schedule.min_lr": "float",
-    "schedule.warmup_lr": "float",
-    "schedule.warmup_steps": "int",
-    "schedule.total_steps": "int?",
-    "schedule.per_epoch": "bool",
-}
-SECTIONS = ("split", "train", "schedule")
-
-
-def _defaults() -> dict[str, Any]:
-    s = Schedule.stage1()
-    t = TrainConfig()
-    return {
-        "model": "paper",
-        "init_from": None,
-        "data": "",
-        "data_format": "folder",
-        "fold": None,
-        "features": None,
-        "min_confidence": None,
-        "extra_data": [],
-        "tasks": ["emotion", "reason"],
-        "split.train": "train",
-        "split.val": "val",
-        "out_dir": str(t.out_dir),
-        "train.epochs": t.epochs,
-        "train.iters_per_epoch": t.iters_per_epoch,
-        "train.batch_size": t.batch_size,
-        "train.grad_accum": t.grad_accum,
-        "train.precision": t.precision,
-        "train.seed": t.seed,
-        "train.weight_decay": t.weight_decay,
-        "train.log_every": t.log_every,
-        "train.device": t.device,
-        "train.num_workers": t.num_workers,
-        "train.save_every": t.save_every,
-        "train.keep_last": t.keep_last,
-        "train.log_with": t.log_with,
-        "train.gradient_checkpointing": t.gradient_checkpointing,
-        "train.cache_vit": t.cache_vit,
-        "train.eval_metrics": t.eval_metrics,
-        "train.eval_max_clips": t.eval_max_clips,
-        "schedule.kind": s.kind,
-        "schedule.init_lr": s.init_lr,
-        "schedule.min_lr": s.min_lr,
-        "schedule.warmup_lr": s.warmup_lr,
-        "schedule.warmup_steps": s.warmup_steps,
-        "schedule.total_steps": None,
-        "schedule.per_epoch": True,
-    }
-
-
 @dataclass
 class Recipe:
-    """A resolved recipe: what :func:`run_recipe` needs."""
+    """A resolved recipe: what :func:`run_recipe` needs.
+
+    Its fields are the recipe's top-level keys (``train_split``/``val_split`` are
+    ``split.train``/``split.val``); ``train`` holds ``out_dir`` and the ``train:`` and ``schedule:``
+    sections (:data:`KEYS`)."""
 
     model: str = "paper"
     init_from: str | None = None
@@ -147,10 +67,97 @@ class Recipe:
     #: pseudo-label list beside MERR coarse; the validation split comes from ``data`` only.
     extra_data: tuple[dict[str, Any], ...] = ()
     tasks: tuple[str, ...] = ("emotion", "reason")
-    train_split: str | None = "train"
-    val_split: str | None = "val"
+    train_split: str | None = field(default="train", metadata={"key": "split.train"})
+    val_split: str | None = field(default="val", metadata={"key": "split.val"})
     train: TrainConfig = field(default_factory=TrainConfig)
-    source: str = "<defaults>"
+    source: str = field(default="<defaults>", metadata={"key": None})
+
+
+@dataclass(frozen=True)
+class _Key:
+    """One recipe key: its kind (str, int, float, bool, list or specs; ``?`` when it may be null),
+    its default, and the field it fills (``owner`` is recipe, train or schedule; ``field`` is
+    ``None`` for a key that is no field of its own)."""
+
+    kind: str
+    default: Any
+    owner: str
+    field: str | None
+
+
+def _kind(hint: Any) -> str:
+    """The recipe kind of a field's type: ``str | None`` -> ``str?``, ``tuple[str, ...]`` ->
+    ``list``, ``tuple[dict, ...]`` -> ``specs``; literals and paths are strings."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType):
+        base = "str" if all(a in (str, Path) for a in args) else _kind(args[0])
+        return base + "?" if len(args) < len(get_args(hint)) else base
+    if get_origin(hint) is Literal or hint in (str, Path):
+        return "str"
+    if get_origin(hint) is tuple:
+        return "specs" if get_origin(args[0]) is dict else "list"
+    for kind in (bool, int, float):
+        if hint is kind:
+            return kind.__name__
+    raise TypeError(f"no recipe kind for {hint!r}")
+
+
+def _field_keys(cls: type, defaults: Any, owner: str, prefix: str, skip: tuple[str, ...]) -> dict[str, _Key]:
+    hints = get_type_hints(cls)
+    return {
+        prefix + f.name: _Key(_kind(hints[f.name]), getattr(defaults, f.name), owner, f.name)
+        for f in fields(cls)
+        if f.name not in skip
+    }
+
+
+def _key_table() -> dict[str, _Key]:
+    """Every key a recipe may set (dotted), from the fields of :class:`Recipe`, then of its
+    ``train`` (``out_dir``, ``train.*``) and of the train config's ``schedule`` (``schedule.*``).
+
+    Not keys: ``Recipe.source``; ``TrainConfig.betas`` (recipes keep the default) and its
+    ``schedule`` (a section). ``out_dir`` is a top-level key. ``schedule.total_steps`` may be null
+    (then ``train.epochs * train.iters_per_epoch``), and ``schedule.per_epoch`` stands for
+    Schedule's ``iters_per_epoch`` (true: ``train.iters_per_epoch``; false: ``None``).
+    """
+    recipe = Recipe()
+    hints = get_type_hints(Recipe)
+    keys: dict[str, _Key] = {}
+    for f in fields(Recipe):
+        if f.name == "train":
+            train = _field_keys(TrainConfig, recipe.train, "train", "train.", skip=("schedule", "betas"))
+            keys["out_dir"] = train.pop("train.out_dir")
+            keys.update(train)
+            schedule = _field_keys(
+                Schedule, recipe.train.schedule, "schedule", "schedule.", skip=("iters_per_epoch",)
+            )
+            schedule["schedule.total_steps"] = _Key("int?", None, "schedule", "total_steps")
+            schedule["schedule.per_epoch"] = _Key("bool", True, "schedule", None)
+            keys.update(schedule)
+        elif f.metadata.get("key", f.name) is not None:
+            keys[f.metadata.get("key", f.name)] = _Key(
+                _kind(hints[f.name]), getattr(recipe, f.name), "recipe", f.name
+            )
+    return keys
+
+
+_KEYS = _key_table()
+#: Every key a recipe may set (dotted), with its kind: str, str?, int, int?, float, bool, list, specs.
+KEYS: dict[str, str] = {k: key.kind for k, key in _KEYS.items()}
+SECTIONS = tuple(dict.fromkeys(k.partition(".")[0] for k in KEYS if "." in k))
+
+
+def _defaults() -> dict[str, Any]:
+    return {k: key.default for k, key in _KEYS.items()}
+
+
+def _section(values: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The values of ``owner``'s fields (lists as tuples), by field name."""
+    return {
+        key.field: tuple(values[k]) if key.kind in ("list", "specs") else values[k]
+        for k, key in _KEYS.items()
+        if key.owner == owner and key.field is not None
+    }
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
@@ -265,60 +272,22 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def _build(v: dict[str, Any], path: Path) -> Recipe:
     epochs, iters = v["train.epochs"], v["train.iters_per_epoch"]
+    schedule = _section(v, "schedule")
+    schedule["total_steps"] = schedule["total_steps"] or max(epochs * iters, 1)
     try:
-        schedule = Schedule(
-            kind=v["schedule.kind"],
-            init_lr=v["schedule.init_lr"],
-            min_lr=v["schedule.min_lr"],
-            warmup_lr=v["schedule.warmup_lr"],
-            warmup_steps=v["schedule.warmup_steps"],
-            total_steps=v["schedule.total_steps"] or max(epochs * iters, 1),
-            iters_per_epoch=iters if v["schedule.per_epoch"] else None,
+        cfg = TrainConfig(
+            schedule=Schedule(**schedule, iters_per_epoch=iters if v["schedule.per_epoch"] else None),
+            **_section(v, "train"),
         )
     except EmotionLlamaError as exc:
         raise RecipeError(f"{path}: {exc}") from None
-    cfg = TrainConfig(
-        schedule=schedule,
-        weight_decay=v["train.weight_decay"],
-        epochs=epochs,
-        iters_per_epoch=iters,
-        batch_size=v["train.batch_size"],
-        grad_accum=v["train.grad_accum"],
-        seed=v["train.seed"],
-        precision=v["train.precision"],
-        out_dir=v["out_dir"],
-        log_every=v["train.log_every"],
-        num_workers=v["train.num_workers"],
-        device=v["train.device"],
-        save_every=v["train.save_every"],
-        keep_last=v["train.keep_last"],
-        log_with=v["train.log_with"],
-        gradient_checkpointing=v["train.gradient_checkpointing"],
-        cache_vit=v["train.cache_vit"],
-        eval_metrics=v["train.eval_metrics"],
-        eval_max_clips=v["train.eval_max_clips"],
-    )
     try:
         cfg.validate()
     except EmotionLlamaError as exc:
         raise RecipeError(f"{path}: {exc}") from None
     if not v["data"]:
         raise RecipeError(f"{path}: no data folder (set data: or pass data=DIR)")
-    return Recipe(
-        model=v["model"],
-        init_from=v["init_from"],
-        data=v["data"],
-        data_format=v["data_format"],
-        fold=v["fold"],
-        features=v["features"],
-        min_confidence=v["min_confidence"],
-        extra_data=tuple(v["extra_data"]),
-        tasks=tuple(v["tasks"]),
-        train_split=v["split.train"],
-        val_split=v["split.val"],
-        train=cfg,
-        source=str(path),
-    )
+    return Recipe(**_section(v, "recipe"), train=cfg, source=str(path))
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -416,7 +385,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 def _optional_val(open_val: Any) -> Any:
     """The validation set, or ``None`` when the split has no clip (a warning, not an error: small
     custom datasets often have none)."""
-    from emotion_llama.train.data import TrainDataError
+    from emotion_llama.data.samples import TrainDataError
 
     try:
         return open_val()
