@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from emotion_llama.data.benchmarks import DFEW_LABELS
 from emotion_llama.errors import EmotionLlamaError
 
 #: The nine labels of MERR, in the index order of the authors' code.
@@ -31,6 +30,8 @@ LABELS: tuple[str, ...] = (
 )
 #: MER2023 / MER2024 classification labels.
 MER_LABELS: tuple[str, ...] = LABELS[:6]
+#: DFEW's label numbers 1..7 in the dataset's own order.
+DFEW_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 #: Named label sets for ``--label-set``.
 LABEL_SETS: dict[str, tuple[str, ...]] = {"mer6": MER_LABELS, "merr9": LABELS, "dfew7": DFEW_LABELS}
 

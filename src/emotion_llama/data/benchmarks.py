@@ -2,8 +2,7 @@
 
 They live in :mod:`emotion_llama.data.formats` (:mod:`~emotion_llama.data.formats.lists`,
 :mod:`~emotion_llama.data.formats.references`) and their types in :mod:`emotion_llama.data.samples`.
-:mod:`emotion_llama.prompts` takes ``DFEW_LABELS`` from here, so this module and what it imports
-never import the prompts.
+``DFEW_LABELS`` comes from :mod:`emotion_llama.prompts`, with the other label sets.
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ gold label or reference; :class:`TrainSample` one (clip, task) pair a training r
 samples into it). :class:`DataError` is a malformed benchmark file (the message names the file
 and line), :class:`TrainDataError` a training source that cannot be used as given.
 
-No model and no prompts here: :mod:`emotion_llama.prompts` imports the benchmark readers (through
-:mod:`emotion_llama.data.benchmarks`), which use these types.
+No model here: these are plain dataclasses, read by the benchmark and training readers alike.
 """
 
 from __future__ import annotations

@@ -8,8 +8,7 @@ scores against; :mod:`emotion_llama.data.benchmarks` re-exports them under their
   (MER2023, MER2024-NOISE, DFEW's ``fold1`` .. ``fold5``) and the frame of a clip;
 - :mod:`.references`: EMER and open-vocabulary folders (``references.csv``).
 
-These two import neither the prompts nor a model: :mod:`emotion_llama.prompts` takes
-``DFEW_LABELS`` from them, so anything they import that imported the prompts would be a loop.
+These two import no model: evaluation reads benchmarks without torch.
 
 The training readers, one per ``format`` of :func:`emotion_llama.train.formats.open_training_data`;
 each yields :class:`~emotion_llama.data.samples.TrainSample` s and fills a

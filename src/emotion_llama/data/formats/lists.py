@@ -15,8 +15,7 @@ CSV (MER2024's ``label-disdim.csv``: ``name,discrete,valence``) and DFEW's own s
 (``EmoLabel_DataSplit/{train,test}(single-labeled)/set_{k}.csv``: ``video_name,label`` with
 labels 1-7; clip numbers become DFEW's five-digit clip names, ``1`` -> ``00001``).
 
-Nothing here imports the prompts: :mod:`emotion_llama.prompts` takes :data:`DFEW_LABELS` from
-this module (through :mod:`emotion_llama.data.benchmarks`).
+:data:`DFEW_LABELS` is defined with the other label sets in :mod:`emotion_llama.prompts`.
 """
 
 from __future__ import annotations
@@ -29,10 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from emotion_llama.data.samples import Clip, DataError
-
-#: DFEW's label numbers 1..7 in the dataset's own order.
-DFEW_LABELS: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-
+from emotion_llama.prompts import DFEW_LABELS
 
 _NCEV_FORMAT = "'name frame_count emotion [valence]'"
 
