@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     try:
@@ -66,19 +64,6 @@ def processor(tiny_config, toy_tok):
     from emotion_llama.model.processor import EmotionLlamaProcessor
 
     return EmotionLlamaProcessor(toy_tok, tiny_config)
-
-
-def random_media(config, batch: int, seed: int = 0) -> dict:
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    v, f = config.vision, config.features
-    return {
-        "pixel_values": torch.randn(batch, 3, v.image_size, v.image_size, generator=g),
-        "local_feats": torch.randn(batch, f.local_dim, generator=g),
-        "temporal_feats": torch.randn(batch, f.temporal_dim, generator=g),
-        "audio_feats": torch.randn(batch, f.audio_dim, generator=g),
-    }
 
 
 @dataclass(frozen=True)

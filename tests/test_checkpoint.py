@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import random_media
 from emotion_llama.config import VisionConfig, paper_config
 from emotion_llama.errors import CheckpointError
 from emotion_llama.model.builder import build_model
@@ -25,6 +24,7 @@ from emotion_llama.model.checkpoint import (
     trainable_state,
 )
 from emotion_llama.model.keys import to_module_key
+from helpers import random_media
 
 
 def authors_state(config, seed=0):

@@ -341,7 +341,7 @@ def test_score_cli_errors(tmp_path):
 
 @pytest.mark.slow
 def test_judged_benchmarks_with_the_offline_judge(tmp_path):
-    from conftest import SHARED
+    from helpers import SHARED
 
     if not (SHARED / "data" / "emotion_wheel" / "wheel1.csv").is_file():
         pytest.skip(f"emotion-wheel tables not in {SHARED / 'data' / 'emotion_wheel'}")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import random_media
+from helpers import random_media
 
 pytestmark = pytest.mark.gpu
 

@@ -3,11 +3,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import random_media
 from emotion_llama.errors import FeatureCountError
 from emotion_llama.model.builder import build_model, parameter_counts
 from emotion_llama.model.keys import is_trainable_key
 from emotion_llama.model.modeling import group_patches
+from helpers import random_media
 
 
 def test_paper_preset_trainable_parameters_on_meta():

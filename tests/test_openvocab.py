@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED
 from emotion_llama.evaluate.openvocab import (
     WHEEL_NAMES,
     EmotionWheels,
@@ -19,6 +18,7 @@ from emotion_llama.evaluate.openvocab import (
     ov_scores,
     split_labels,
 )
+from helpers import SHARED
 
 WHEEL_DIR = SHARED / "data" / "emotion_wheel"
 TABLES = ["format.csv", "synonym.csv", *(f"{name}.csv" for name in WHEEL_NAMES)]

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import random_media
+from helpers import random_media
 
 pytestmark = pytest.mark.slow
 
