@@ -39,6 +39,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.files import read_yaml
 from emotion_llama.train.checkpointing import BEST_FILE, read_pointer
 from emotion_llama.train.config import TrainConfig
 from emotion_llama.train.schedule import Schedule
@@ -246,15 +247,8 @@ def _parse_override(text: str, path: Path) -> tuple[str, Any]:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe YAML and apply ``key=value`` overrides (dotted keys)."""
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such file") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, error=RecipeError)
     if data is None:
         data = {}
     if not isinstance(data, dict):

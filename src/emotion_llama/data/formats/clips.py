@@ -10,7 +10,6 @@ label words as targets (:func:`label_target`, SPEC 2.3) and emotion samples from
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.data.formats.lists import find_frame_source, find_subtitles, read_subtitles
 from emotion_llama.data.samples import LOG_SKIPPED, ReadReport, TrainDataError, TrainSample, finish_report
 from emotion_llama.encoders.store import ClipFeatures, FeatureError, FeatureStore, open_store
+from emotion_llama.files import read_json
 from emotion_llama.prompts import normalize_target
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,7 @@ def open_feature_store(root: str | Path, config: EmotionLlamaConfig) -> FeatureS
 
 
 def read_json_dict(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrainDataError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TrainDataError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path, error=TrainDataError)
     if not isinstance(data, dict):
         raise TrainDataError(f"{path}: expected a JSON object keyed by clip name")
     return data
