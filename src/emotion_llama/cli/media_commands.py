@@ -44,11 +44,13 @@ def probe(
     from emotion_llama.perception.action_units import plot_au_timeline
     from emotion_llama.perception.pipeline import Perceiver
 
-    checked_path(video)  # a missing or odd file fails in one line before any model loads
+    # the options first (a speech model that cannot serve --language), then the clip and the
+    # outputs: each fails in one line before the face model loads
+    config = _load_config(preset, language=language, asr_model=asr_model)
+    checked_path(video)
     _out_file("--json", json_out)
     png = plot or (json_out.with_suffix(".au.png") if json_out else Path(f"{video.stem}.au.png"))
     _out_file("--plot", png)
-    config = _load_config(preset, language=language, asr_model=asr_model)
     with Perceiver(config.perception, frame=frame) as perceiver:
         result = perceiver(video, subtitle=subtitle)
     record = result.record()
