@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ def read_torch_file(path: str | Path) -> Any:
         else:
             problem = f"not a readable PyTorch checkpoint ({text})"
         raise CheckpointError(path, problem) from None
+
+
+def shape_mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """``"key (shape) (expected shape)"`` for each key of ``expected`` whose tensor has another shape."""
+    return [
+        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
+        for k in expected
+        if tuple(state[k].shape) != expected[k]
+    ]
 
 
 def _first_sentence(text: str, limit: int = 160) -> str:

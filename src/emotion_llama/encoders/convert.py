@@ -25,6 +25,7 @@ import torch
 from transformers import VideoMAEConfig, ViTMAEConfig
 
 from emotion_llama.errors import CheckpointError
+from emotion_llama.weights import shape_mismatches
 
 #: Parts of the pretraining checkpoints that the encoder does not use (the pixel decoder, its
 #: mask token, a classification head).
@@ -93,11 +94,7 @@ def _check_rest(
 def _check_shapes(
     out: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], what: str, source: str | Path | None
 ) -> None:
-    wrong = [
-        f"{k} {tuple(out[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if tuple(out[k].shape) != expected[k]
-    ]
+    wrong = shape_mismatches(out, expected)
     if wrong:
         raise CheckpointError(
             source, f"{len(wrong)} {what} tensor(s) do not fit the encoder config: {_few(wrong, 3)}"
@@ -118,6 +115,27 @@ _BLOCK_PAIRS_MAE = (
     ("mlp.fc1", "mlp.fc1"),
     ("mlp.fc2", "mlp.fc2"),
 )
+
+
+_PATCH_PAIR = (("patch_embed.proj", "embeddings.patch_embeddings.projection"),)
+
+
+def _pair_keys(prefix: str, pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    """The weight and bias keys of ``pairs``' original names under ``prefix``."""
+    return [f"{prefix}{src}.{wb}" for src, _ in pairs for wb in ("weight", "bias")]
+
+
+def _copy_pairs(
+    out: dict[str, torch.Tensor],
+    raw: Mapping[str, Any],
+    pairs: tuple[tuple[str, str], ...],
+    src: str,
+    dst: str,
+) -> None:
+    """``out[dst + new.weight/bias] = raw[src + old.weight/bias]`` for each (old, new) of ``pairs``."""
+    for old, new in pairs:
+        for wb in ("weight", "bias"):
+            out[f"{dst}{new}.{wb}"] = raw[f"{src}{old}.{wb}"]
 
 
 def _mae_expected_shapes(config: ViTMAEConfig) -> dict[str, tuple[int, ...]]:
@@ -160,11 +178,10 @@ def convert_mae_state(
     """
     raw = unwrap_state(sd)
     layers = config.num_hidden_layers
-    needed = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"]
-    needed += ["norm.weight", "norm.bias"]
+    needed = ["cls_token", "pos_embed", *_pair_keys("", _PATCH_PAIR), "norm.weight", "norm.bias"]
     for i in range(layers):
         b = f"blocks.{i}."
-        needed += [f"{b}{src}.{wb}" for src, _ in _BLOCK_PAIRS_MAE for wb in ("weight", "bias")]
+        needed += _pair_keys(b, _BLOCK_PAIRS_MAE)
         needed.append(f"{b}attn.qkv.weight")
         if config.qkv_bias:
             needed.append(f"{b}attn.qkv.bias")
@@ -174,16 +191,11 @@ def convert_mae_state(
     out: dict[str, torch.Tensor] = {
         "embeddings.cls_token": raw["cls_token"],
         "embeddings.position_embeddings": raw["pos_embed"],
-        "embeddings.patch_embeddings.projection.weight": raw["patch_embed.proj.weight"],
-        "embeddings.patch_embeddings.projection.bias": raw["patch_embed.proj.bias"],
-        "layernorm.weight": raw["norm.weight"],
-        "layernorm.bias": raw["norm.bias"],
     }
+    _copy_pairs(out, raw, (*_PATCH_PAIR, ("norm", "layernorm")), "", "")
     for i in range(layers):
         b, t = f"blocks.{i}.", f"layers.{i}."
-        for src, dst in _BLOCK_PAIRS_MAE:
-            out[f"{t}{dst}.weight"] = raw[f"{b}{src}.weight"]
-            out[f"{t}{dst}.bias"] = raw[f"{b}{src}.bias"]
+        _copy_pairs(out, raw, _BLOCK_PAIRS_MAE, b, t)
         parts = ["q_proj", "k_proj", "v_proj"]
         for name, w in zip(parts, _split_qkv(raw[f"{b}attn.qkv.weight"]), strict=True):
             out[f"{t}attention.{name}.weight"] = w
@@ -301,10 +313,10 @@ def convert_videomae_state(
     raw = _strip_encoder_prefix(unwrap_state(sd))
     layers = config.num_hidden_layers
     norm = "fc_norm" if config.use_mean_pooling else "norm"
-    needed = ["patch_embed.proj.weight", "patch_embed.proj.bias", f"{norm}.weight", f"{norm}.bias"]
+    needed = [*_pair_keys("", _PATCH_PAIR), f"{norm}.weight", f"{norm}.bias"]
     for i in range(layers):
         b = f"blocks.{i}."
-        needed += [f"{b}{src}.{wb}" for src, _ in _BLOCK_PAIRS_VIDEOMAE for wb in ("weight", "bias")]
+        needed += _pair_keys(b, _BLOCK_PAIRS_VIDEOMAE)
         needed.append(f"{b}attn.qkv.weight")
         if config.qv_bias:
             needed += [f"{b}attn.q_bias", f"{b}attn.v_bias"]
@@ -315,15 +327,11 @@ def convert_videomae_state(
         _check_position_table(raw["pos_embed"], config, source)
     _check_rest(raw, used, VIDEOMAE_IGNORED, "VideoMAE", source)
 
-    out: dict[str, torch.Tensor] = {
-        "embeddings.patch_embeddings.projection.weight": raw["patch_embed.proj.weight"],
-        "embeddings.patch_embeddings.projection.bias": raw["patch_embed.proj.bias"],
-    }
+    out: dict[str, torch.Tensor] = {}
+    _copy_pairs(out, raw, _PATCH_PAIR, "", "")
     for i in range(layers):
         b, t = f"blocks.{i}.", f"encoder.layer.{i}."
-        for src, dst in _BLOCK_PAIRS_VIDEOMAE:
-            out[f"{t}{dst}.weight"] = raw[f"{b}{src}.weight"]
-            out[f"{t}{dst}.bias"] = raw[f"{b}{src}.bias"]
+        _copy_pairs(out, raw, _BLOCK_PAIRS_VIDEOMAE, b, t)
         q, k, v = _split_qkv(raw[f"{b}attn.qkv.weight"])
         out[f"{t}attention.attention.query.weight"] = q
         out[f"{t}attention.attention.key.weight"] = k
@@ -331,9 +339,7 @@ def convert_videomae_state(
         if config.qv_bias:
             out[f"{t}attention.attention.query.bias"] = raw[f"{b}attn.q_bias"]
             out[f"{t}attention.attention.value.bias"] = raw[f"{b}attn.v_bias"]
-    target = "fc_norm" if config.use_mean_pooling else "layernorm"
-    out[f"{target}.weight"] = raw[f"{norm}.weight"]
-    out[f"{target}.bias"] = raw[f"{norm}.bias"]
+    _copy_pairs(out, raw, ((norm, "fc_norm" if config.use_mean_pooling else "layernorm"),), "", "")
     _check_shapes(out, _videomae_expected_shapes(config), "VideoMAE", source)
     return out
 

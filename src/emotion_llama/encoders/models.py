@@ -161,14 +161,10 @@ def _param_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
-class LocalEncoder(nn.Module):
-    """MAE ViT on face crops: the normalised CLS token per crop, averaged over a clip's crops."""
+class _WrappedEncoder(nn.Module):
+    """A frozen transformers model under ``self.model``: its width and input size from its config."""
 
-    def __init__(self, model: ViTMAEModel) -> None:
-        super().__init__()
-        # Masking is read from the config at every call: force it off whatever the source said.
-        model.config.mask_ratio = 0.0
-        self.model = model
+    model: nn.Module
 
     @property
     def dim(self) -> int:
@@ -177,6 +173,16 @@ class LocalEncoder(nn.Module):
     @property
     def image_size(self) -> int:
         return int(self.model.config.image_size)
+
+
+class LocalEncoder(_WrappedEncoder):
+    """MAE ViT on face crops: the normalised CLS token per crop, averaged over a clip's crops."""
+
+    def __init__(self, model: ViTMAEModel) -> None:
+        super().__init__()
+        # Masking is read from the config at every call: force it off whatever the source said.
+        model.config.mask_ratio = 0.0
+        self.model = model
 
     @property
     def num_patches(self) -> int:
@@ -201,7 +207,7 @@ class LocalEncoder(nn.Module):
         return self(faces.flatten(0, 1)).view(b, f, -1).mean(dim=1)
 
 
-class TemporalEncoder(nn.Module):
+class TemporalEncoder(_WrappedEncoder):
     """VideoMAE on a clip's frames: the mean of all its tokens (1568 for ViT-L/16, 16 frames)."""
 
     def __init__(self, model: VideoMAEModel, fc_norm: nn.LayerNorm | None = None) -> None:
@@ -212,14 +218,6 @@ class TemporalEncoder(nn.Module):
             )
         self.model = model
         self.fc_norm = fc_norm
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.model.config.image_size)
 
     @property
     def num_frames(self) -> int:
@@ -244,7 +242,7 @@ class TemporalEncoder(nn.Module):
         return self(frames[None])[0]
 
 
-class AudioEncoder(nn.Module):
+class AudioEncoder(_WrappedEncoder):
     """HuBERT on 16 kHz mono audio: the last hidden layer averaged over the unpadded frames."""
 
     def __init__(self, model: HubertModel, *, do_normalize: bool, sample_rate: int = SAMPLE_RATE) -> None:
@@ -252,10 +250,6 @@ class AudioEncoder(nn.Module):
         self.model = model
         self.do_normalize = do_normalize
         self.sample_rate = sample_rate
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.hidden_size)
 
     @property
     def min_samples(self) -> int:
@@ -372,74 +366,60 @@ def _tiny_patch(image_size: int) -> int:
     raise ConfigError(f"image size {image_size} is not a multiple of 8 (the tiny encoders' patch size)")
 
 
+#: The tiny models' MAE decoder (unused by the encoders, but a ViTMAE/VideoMAE config has one).
+_TINY_DECODER: dict[str, int] = {
+    "decoder_hidden_size": 8,
+    "decoder_num_hidden_layers": 1,
+    "decoder_num_attention_heads": 1,
+    "decoder_intermediate_size": 8,
+}
+
+
+def _vit_sizes(dim: int, layers: int, heads: int, inter: int, image_size: int, patch: int) -> dict[str, int]:
+    return {
+        "hidden_size": dim,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": inter,
+        "image_size": image_size,
+        "patch_size": patch,
+    }
+
+
+def _tiny_vit_sizes(dim: int, image_size: int) -> dict[str, int]:
+    return _vit_sizes(dim, 2, _tiny_heads(dim), 2 * dim, image_size, _tiny_patch(image_size))
+
+
 def tiny_mae_config(dim: int, image_size: int) -> ViTMAEConfig:
     """2 layers of width ``dim``, patch 16 (8 below 64 px); MAE's sin-cos table needs dim % 4 == 0."""
     if dim % 4:
         raise ConfigError(f"a random MAE needs a width divisible by 4 (its 2-D sin-cos table), got {dim}")
     return ViTMAEConfig(
-        hidden_size=dim,
-        num_hidden_layers=2,
-        num_attention_heads=_tiny_heads(dim),
-        intermediate_size=2 * dim,
-        image_size=image_size,
-        patch_size=_tiny_patch(image_size),
-        layer_norm_eps=1e-6,
-        mask_ratio=0.0,
-        decoder_hidden_size=8,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=1,
-        decoder_intermediate_size=8,
+        **_tiny_vit_sizes(dim, image_size), layer_norm_eps=1e-6, mask_ratio=0.0, **_TINY_DECODER
     )
 
 
 def large_mae_config(image_size: int = 224) -> ViTMAEConfig:
     """MAE ViT-L/16: 24 layers, width 1024, 16 heads, MLP 4096, LayerNorm eps 1e-6."""
-    return ViTMAEConfig(
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        image_size=image_size,
-        patch_size=16,
-        layer_norm_eps=1e-6,
-        mask_ratio=0.0,
-    )
+    return ViTMAEConfig(**_vit_sizes(1024, 24, 16, 4096, image_size, 16), layer_norm_eps=1e-6, mask_ratio=0.0)
+
+
+#: VideoMAE as pretrained: tubelet 2, no mean pooling (the final norm on every token).
+_VIDEOMAE_LAYOUT: dict[str, Any] = {"tubelet_size": 2, "use_mean_pooling": False, "layer_norm_eps": 1e-6}
 
 
 def tiny_videomae_config(dim: int, image_size: int, num_frames: int) -> VideoMAEConfig:
     if num_frames % 2:
         raise ConfigError(f"VideoMAE takes frames in pairs (tubelet 2); {num_frames} frames asked for")
     return VideoMAEConfig(
-        hidden_size=dim,
-        num_hidden_layers=2,
-        num_attention_heads=_tiny_heads(dim),
-        intermediate_size=2 * dim,
-        image_size=image_size,
-        patch_size=_tiny_patch(image_size),
-        num_frames=num_frames,
-        tubelet_size=2,
-        use_mean_pooling=False,
-        layer_norm_eps=1e-6,
-        decoder_hidden_size=8,
-        decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=1,
-        decoder_intermediate_size=8,
+        **_tiny_vit_sizes(dim, image_size), num_frames=num_frames, **_VIDEOMAE_LAYOUT, **_TINY_DECODER
     )
 
 
 def large_videomae_config(image_size: int = 224, num_frames: int = 16) -> VideoMAEConfig:
     """VideoMAE ViT-L/16 as pretrained (tubelet 2, q/v biases, final norm on every token)."""
     return VideoMAEConfig(
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        image_size=image_size,
-        patch_size=16,
-        num_frames=num_frames,
-        tubelet_size=2,
-        use_mean_pooling=False,
-        layer_norm_eps=1e-6,
+        **_vit_sizes(1024, 24, 16, 4096, image_size, 16), num_frames=num_frames, **_VIDEOMAE_LAYOUT
     )
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from emotion_llama.config import EmotionLlamaConfig, VisionConfig
 from emotion_llama.errors import CheckpointError, ConfigError
+from emotion_llama.weights import shape_mismatches
 
 ADAPTER = "default"
 _LORA_MODULE_KEY = re.compile(r"\.lora_([AB])\.default\.")
@@ -160,11 +161,7 @@ def check_trainable_state(
     extra = [k for k in state if k not in expected]
     if extra:
         raise CheckpointError(source, f"{len(extra)} unexpected key(s): {few_keys(extra)}")
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if tuple(state[k].shape) != expected[k]
-    ]
+    wrong = shape_mismatches(state, expected)
     if wrong:
         raise CheckpointError(
             source,
