@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,16 +15,11 @@ from emotion_llama.serve.answerers import Analysis
 
 
 class BatchAnalyzer(Protocol):
-    """What the batcher runs its batches through: :meth:`Predictor.analyze_many`."""
+    """What the batcher runs its batches through: :meth:`Predictor.analyze_many` (videos, then
+    ``subtitles``, ``question`` and ``names`` by keyword; an error in the place of a failed clip)."""
 
-    def analyze_many(
-        self,
-        videos: Sequence[str | Path],
-        *,
-        subtitles: Sequence[str | None] | None = None,
-        question: str | None = None,
-        names: Sequence[str | None] | None = None,
-    ) -> list[Analysis | EmotionLlamaError]: ...
+    @property
+    def analyze_many(self) -> Callable[..., list[Analysis | EmotionLlamaError]]: ...
 
 
 @dataclass

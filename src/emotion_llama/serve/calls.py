@@ -11,6 +11,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from emotion_llama.errors import EmotionLlamaError
@@ -90,27 +91,19 @@ class ThreadStream:
             self.stop.set()
 
 
+@dataclass
 class PredictorCalls:
     """The calls of one server: ``predictor`` gives the loaded predictor (or raises 503),
     ``batcher`` the micro-batcher (``None``: none), ``error`` maps a predictor's error on a clip,
     ``ok`` counts a call that succeeded."""
 
-    def __init__(
-        self,
-        limiter: Limiter,
-        *,
-        predictor: Callable[[], Predictor],
-        batcher: Callable[[], MicroBatcher | None],
-        timeout_s: float,
-        error: ErrorMapper,
-        ok: Callable[[], None],
-    ) -> None:
-        self.limiter = limiter
-        self.predictor = predictor
-        self.batcher = batcher
-        self.timeout_s = timeout_s
-        self.error = error
-        self.ok = ok
+    limiter: Limiter
+    _: KW_ONLY
+    predictor: Callable[[], Predictor]
+    batcher: Callable[[], MicroBatcher | None]
+    timeout_s: float
+    error: ErrorMapper
+    ok: Callable[[], None]
 
     async def _submit(
         self, prepared: Prepared, work: Callable[[Predictor, MicroBatcher | None], Any], deadline: float

@@ -61,6 +61,13 @@ def timeout_error() -> ApiError:
     )
 
 
+def rate_limited(message: str, code: str, retry_after: int) -> ApiError:
+    """429: the server cannot take this now; the client may retry after ``retry_after`` seconds."""
+    return ApiError(
+        429, message, code=code, type="rate_limit_error", headers={"Retry-After": str(retry_after)}
+    )
+
+
 def unavailable(message: str, retry_after: int | None = None) -> ApiError:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return ApiError(503, message, code="unavailable", type="server_error", headers=headers)

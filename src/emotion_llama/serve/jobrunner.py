@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +25,20 @@ from emotion_llama.serve.videos import Prepared
 log = logging.getLogger("emotion_llama.serve")
 
 
+@dataclass
 class JobRunner:
-    def __init__(
-        self,
-        jobs: JobStore,
-        *,
-        predictor: Callable[[], Predictor],
-        run: Callable[[Callable[[], Any]], Awaitable[Any]],
-        error: Callable[[BaseException, Prepared | None], ApiError],
-        scrub: Callable[[Any, Prepared | None], Any],
-        ok: Callable[[], None],
-        chunk: int,
-    ) -> None:
-        self.jobs = jobs
-        self.predictor = predictor
-        self.run = run
-        self.error = error
-        self.scrub = scrub
-        self.ok = ok
-        self.chunk = max(1, chunk)
-        self._queue: asyncio.Queue[str] | None = None
+    jobs: JobStore
+    _: KW_ONLY
+    predictor: Callable[[], Predictor]
+    run: Callable[[Callable[[], Any]], Awaitable[Any]]
+    error: Callable[[BaseException, Prepared | None], ApiError]
+    scrub: Callable[[Any, Prepared | None], Any]
+    ok: Callable[[], None]
+    chunk: int
+    _queue: asyncio.Queue[str] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.chunk = max(1, self.chunk)
 
     def start(self) -> asyncio.Task[None]:
         """The worker, as a task of the running loop (cancel it to stop)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from emotion_llama.serve.errors import ApiError
+from emotion_llama.serve.errors import ApiError, rate_limited
 
 JobStatus = Literal["queued", "running", "done"]
 ItemStatus = Literal["pending", "done", "error"]
@@ -78,12 +78,10 @@ class JobStore:
             if len(self._jobs) >= self.max_jobs:
                 finished = [j for j in self._jobs.values() if j.status == "done"]
                 if not finished:
-                    raise ApiError(
-                        429,
+                    raise rate_limited(
                         f"{self.max_jobs} batch jobs are already queued or running; retry later",
-                        code="too_many_jobs",
-                        type="rate_limit_error",
-                        headers={"Retry-After": "30"},
+                        "too_many_jobs",
+                        30,
                     )
                 del self._jobs[min(finished, key=lambda j: j.finished or 0.0).id]
             job = Job(f"batch-{uuid.uuid4().hex}", items, question)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from emotion_llama.serve.errors import ApiError, timeout_error
+from emotion_llama.serve.errors import ApiError, rate_limited, timeout_error
 
 
 class Limiter:
@@ -46,12 +46,10 @@ class Limiter:
         if self._closed is not None:
             raise self._closed
         if not exempt and self._free == 0 and self._waiting_rejectable >= self.max_queue:
-            raise ApiError(
-                429,
+            raise rate_limited(
                 f"the server is busy ({self.running} running, {self.waiting} waiting); retry later",
-                code="queue_full",
-                type="rate_limit_error",
-                headers={"Retry-After": str(self.retry_after())},
+                "queue_full",
+                self.retry_after(),
             )
         await self._acquire(deadline, exempt)
         loop = asyncio.get_running_loop()

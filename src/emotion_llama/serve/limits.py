@@ -34,7 +34,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from emotion_llama.serve.errors import ApiError
+from emotion_llama.serve.errors import ApiError, rate_limited
 
 log = logging.getLogger("emotion_llama.serve")
 
@@ -197,12 +197,8 @@ class BodySlots:
         try:
             await asyncio.wait_for(waiter, self.wait_s)  # a turn handed over counts as reading
         except TimeoutError:
-            raise ApiError(
-                429,
-                f"the server is reading {self.n} request bodies already; retry shortly",
-                code="busy",
-                type="rate_limit_error",
-                headers={"Retry-After": "1"},
+            raise rate_limited(
+                f"the server is reading {self.n} request bodies already; retry shortly", "busy", 1
             ) from None
         except BaseException:
             if waiter.done() and not waiter.cancelled():  # cancelled right as its turn came

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -96,29 +97,21 @@ class Gate:
         return self.ready_error()
 
 
+@dataclass
 class GuardedBody:
     """``receive`` of one request whose body is being read: it holds one of the ``slots`` until
     the body is in (or given up), times each piece by ``clock`` (when ``timed``: 408 past its
     deadlines) and counts the bytes (``over(limit)`` as soon as they pass ``limit``)."""
 
-    def __init__(
-        self,
-        receive: Receive,
-        slots: BodySlots,
-        clock: BodyClock,
-        limit: int,
-        over: Callable[[int], ApiError],
-        *,
-        timed: bool,
-    ) -> None:
-        self._receive = receive
-        self.slots = slots
-        self.clock = clock
-        self.limit = limit
-        self.over = over
-        self.timed = timed
-        self.holding = True
-        self.seen = 0
+    _receive: Receive
+    slots: BodySlots
+    clock: BodyClock
+    limit: int
+    over: Callable[[int], ApiError]
+    _: KW_ONLY
+    timed: bool
+    holding: bool = field(default=True, init=False)
+    seen: int = field(default=0, init=False)
 
     def done_reading(self) -> None:
         if self.holding:

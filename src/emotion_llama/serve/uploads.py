@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emotion_llama.serve.errors import ApiError
+from emotion_llama.serve.errors import ApiError, rate_limited
 
 _UPLOAD_ID = re.compile(r"^file-[0-9a-f]{32}$")
 
@@ -69,12 +69,10 @@ class UploadStore:
         with self._lock:
             if sum(f.size for f in self._files.values()) + size > self.max_total:
                 path.unlink(missing_ok=True)
-                raise ApiError(
-                    429,
+                raise rate_limited(
                     "the server's upload storage is full; delete files (DELETE /v1/files/ID) or retry later",
-                    code="storage_full",
-                    type="rate_limit_error",
-                    headers={"Retry-After": str(max(1, int(self.ttl_s / 4)))},
+                    "storage_full",
+                    max(1, int(self.ttl_s / 4)),
                 )
             now = time.time()
             fid = path.stem if _UPLOAD_ID.match(path.stem) else self.new_id()
