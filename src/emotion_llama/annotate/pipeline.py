@@ -37,6 +37,7 @@ from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.encoders.store import atomic_write_bytes, jpeg_bytes
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import json_bytes, record_id
+from emotion_llama.perception.extract import BatchSummary
 from emotion_llama.prompts import LABELS
 
 
@@ -71,11 +72,9 @@ class AnnotateOptions:
 
 
 @dataclass
-class AnnotateSummary:
-    total: int = 0
+class AnnotateSummary(BatchSummary):
     perceived_now: int = 0
     reasoned_now: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
     kept: int = 0
     filtered: dict[str, int] = field(default_factory=dict)
     cache_hits: int = 0

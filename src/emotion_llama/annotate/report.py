@@ -114,48 +114,45 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class _BarChart:
+    """How one two-bar chart looks: its title, the two series' names, its spacing and what it says
+    when there is nothing to draw."""
+
+    title: str
+    names: tuple[str, str]
+    width_per_key: float
+    rotation: int
+    empty: str
+
+
+_LABEL_CHART = _BarChart("Label distribution", ("all clips", "kept"), 0.8, 30, "no clips")
+_AU_CHART = _BarChart("Action unit frequency", ("active at peak", "in AU_list"), 0.5, 45, "no action units")
+
+
 def _paired_bars(
-    keys: list[str],
-    first: Mapping[str, int],
-    second: Mapping[str, int],
-    names: tuple[str, str],
-    path: Path,
-    *,
-    title: str,
-    width_per_key: float,
-    rotation: int,
-    empty: str,
+    chart: _BarChart, keys: list[str], first: Mapping[str, int], second: Mapping[str, int], path: Path
 ) -> Path:
     """Two bars per key (clips counted two ways), one chart."""
-    fig = _new_figure(max(4.0, width_per_key * len(keys) + 2.0), 3.5)
+    fig = _new_figure(max(4.0, chart.width_per_key * len(keys) + 2.0), 3.5)
     ax = fig.add_subplot(1, 1, 1)
     xs = range(len(keys))
-    ax.bar([x - 0.2 for x in xs], [first[k] for k in keys], width=0.4, label=names[0])
-    ax.bar([x + 0.2 for x in xs], [second[k] for k in keys], width=0.4, label=names[1])
-    ax.set_xticks(list(xs), keys, rotation=rotation, ha="right")
+    ax.bar([x - 0.2 for x in xs], [first[k] for k in keys], width=0.4, label=chart.names[0])
+    ax.bar([x + 0.2 for x in xs], [second[k] for k in keys], width=0.4, label=chart.names[1])
+    ax.set_xticks(list(xs), keys, rotation=chart.rotation, ha="right")
     ax.set_ylabel("clips")
     _integer_y(ax)
-    ax.set_title(title)
+    ax.set_title(chart.title)
     if keys:
         ax.legend()
     else:
-        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, chart.empty, ha="center", va="center", transform=ax.transAxes)
     return _save(fig, path)
 
 
 def plot_label_distribution(stats: DatasetStats, path: Path) -> Path:
     labels = sorted(stats.labels_all, key=lambda k: (-stats.labels_all[k], k))
-    return _paired_bars(
-        labels,
-        stats.labels_all,
-        stats.labels_kept,
-        ("all clips", "kept"),
-        path,
-        title="Label distribution",
-        width_per_key=0.8,
-        rotation=30,
-        empty="no clips",
-    )
+    return _paired_bars(_LABEL_CHART, labels, stats.labels_all, stats.labels_kept, path)
 
 
 def _au_sort_key(code: str) -> tuple[int, str]:
@@ -165,17 +162,7 @@ def _au_sort_key(code: str) -> tuple[int, str]:
 
 def plot_au_frequency(stats: DatasetStats, path: Path) -> Path:
     aus = sorted(set(stats.au_peak) | set(stats.au_clip), key=_au_sort_key)
-    return _paired_bars(
-        aus,
-        stats.au_peak,
-        stats.au_clip,
-        ("active at peak", "in AU_list"),
-        path,
-        title="Action unit frequency",
-        width_per_key=0.5,
-        rotation=45,
-        empty="no action units",
-    )
+    return _paired_bars(_AU_CHART, aus, stats.au_peak, stats.au_clip, path)
 
 
 def plot_sample_aus(intensities: Mapping[str, float], path: Path, title: str = "") -> Path:

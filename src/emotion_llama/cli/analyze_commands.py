@@ -17,11 +17,13 @@ if TYPE_CHECKING:
 from emotion_llama.cli.common import (
     AsrModelOpt,
     FrameOpt,
+    FullModelOpt,
     LabelSetOpt,
     LanguageOpt,
     LLMDtypeOpt,
     LLMOpt,
     MaxNewTokensOpt,
+    ModelDeviceOpt,
     PresetOpt,
     VLMOpt,
     _exit_on_failures,
@@ -113,17 +115,12 @@ def analyze(
         Path | None,
         typer.Option("--csv", help="A table, one row per clip: label, sources, reasoning, clues, error."),
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model", "-m", help="A converted Emotion-LLaMA checkpoint folder: run the full model."
-        ),
-    ] = None,
+    model: FullModelOpt = None,
     llm: LLMOpt = "offline",
     vlm: VLMOpt = None,
     preset: PresetOpt = "paper",
     frame: FrameOpt = "first",
-    device: Annotated[str, typer.Option(help="cpu, cuda... (the model, or a local --llm)")] = "cpu",
+    device: ModelDeviceOpt = "cpu",
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     label_set: LabelSetOpt = "merr9",

@@ -182,6 +182,15 @@ VLMOpt = Annotated[
         "(vLLM, hosted APIs). Without it the description is left absent, never invented.",
     ),
 ]
+FullModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A converted Emotion-LLaMA checkpoint folder: the full model instead of the clue pipeline.",
+    ),
+]
+ModelDeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda... (the model, or a local --llm)")]
 BenchmarkOpt = Annotated[
     str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
 ]

@@ -9,10 +9,12 @@ import typer
 
 from emotion_llama.cli.common import (
     AsrModelOpt,
+    FullModelOpt,
     LanguageOpt,
     LLMDtypeOpt,
     LLMOpt,
     MaxNewTokensOpt,
+    ModelDeviceOpt,
     PresetOpt,
     _fail,
     _speech_options,
@@ -43,15 +45,10 @@ def serve_llm(
 
 @app.command()
 def serve(
-    model: Annotated[
-        Path | None,
-        typer.Option(
-            "--model", "-m", help="A converted Emotion-LLaMA checkpoint folder: serve the full model."
-        ),
-    ] = None,
+    model: FullModelOpt = None,
     llm: LLMOpt = "offline",
     preset: PresetOpt = "paper",
-    device: Annotated[str, typer.Option(help="cpu, cuda... (the model, or a local --llm)")] = "cpu",
+    device: ModelDeviceOpt = "cpu",
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     language: LanguageOpt = None,

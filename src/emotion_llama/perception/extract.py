@@ -24,11 +24,18 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 
 @dataclass
-class ExtractSummary:
+class BatchSummary:
+    """What a batch over a folder of clips did: how many clips it saw, and each that failed, with
+    why (``(name, reason)``)."""
+
     total: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ExtractSummary(BatchSummary):
     already_done: int = 0
     written: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

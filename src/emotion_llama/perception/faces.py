@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from emotion_llama.closing import Closeable
 from emotion_llama.errors import EmotionLlamaError
 
 # FaceMesh landmark indices. "Image-left" means the side that appears on the left of an upright,
@@ -115,7 +116,7 @@ def _square_tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
     return [(0, int(s), width, int(s) + side) for s in starts]
 
 
-class MediaPipeFaceAnalyzer:
+class MediaPipeFaceAnalyzer(Closeable):
     """:class:`FaceAnalyzer` on MediaPipe FaceLandmarker in IMAGE mode: every call is independent,
     so frames may come in any order and from any clip. Load once, call :meth:`detect` per frame,
     :meth:`close` (or use it as a context manager) to free the native graph.
@@ -168,12 +169,6 @@ class MediaPipeFaceAnalyzer:
         if landmarker is not None:
             self._landmarker = None
             landmarker.close()
-
-    def __enter__(self) -> MediaPipeFaceAnalyzer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:
         # Best effort only: at interpreter exit the native library may already be gone.

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from emotion_llama.closing import Closeable
 from emotion_llama.config import PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
 
@@ -90,7 +91,7 @@ class Perception:
         }
 
 
-class Perceiver:
+class Perceiver(Closeable):
     """Loads the face analyzer and the transcriber once; ``__call__`` perceives one clip."""
 
     def __init__(
@@ -117,12 +118,6 @@ class Perceiver:
     def close(self) -> None:
         """Release the face model now (MediaPipe's own finaliser fails at interpreter exit)."""
         self.faces.close()
-
-    def __enter__(self) -> Perceiver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __call__(
         self, video: str | Path, *, name: str | None = None, subtitle: str | None = None

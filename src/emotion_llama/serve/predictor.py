@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from emotion_llama.closing import Closeable
 from emotion_llama.config import EmotionLlamaConfig, load_config
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.prompts import LABELS
@@ -49,7 +50,7 @@ from emotion_llama.serve.batching import MicroBatcher
 __all__ = ["Analysis", "Event", "Kind", "LabelMode", "MicroBatcher", "Predictor"]
 
 
-class Predictor:
+class Predictor(Closeable):
     """Load once (perception models, the LLM or the Emotion-LLaMA model), predict many clips."""
 
     #: What answers the perceived clips, set by ``__init__`` (``None`` only in a subclass that
@@ -167,12 +168,6 @@ class Predictor:
 
     def close(self) -> None:
         self.perceiver.close()
-
-    def __enter__(self) -> Predictor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- public API -----------------------------------------------------------------------------
     def analyze(
