@@ -294,6 +294,6 @@ def load_labels(path: str | Path) -> dict[str, str]:
         if rows and not {"name", "label"} <= set(rows[0]):
             raise EmotionLlamaError(f"{path}: needs 'name' and 'label' columns")
         return {r["name"]: r["label"].strip().lower() for r in rows if r.get("label")}
-    from emotion_llama.data.benchmarks import read_ncev
+    from emotion_llama.data.formats.lists import read_ncev
 
     return {c.name: c.label for c in read_ncev(path) if c.label}

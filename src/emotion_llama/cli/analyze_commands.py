@@ -313,7 +313,7 @@ def annotate(
     (Markdown + HTML with images). Resumable; exit code 1 when any clip failed."""
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
     from emotion_llama.backends.llm import check_dtype
-    from emotion_llama.data.benchmarks import read_subtitles
+    from emotion_llama.data.formats.lists import read_subtitles
     from emotion_llama.prompts import resolve_label_set
 
     check_dtype(llm_dtype)  # before any clip is perceived

@@ -149,7 +149,7 @@ def score(
     wheels: WheelsOpt = None,
 ) -> None:
     """Re-score saved predictions without a model (metrics.json, report.md, confusion.png)."""
-    from emotion_llama.data.benchmarks import DataError
+    from emotion_llama.data.samples import DataError
     from emotion_llama.evaluate.runner import get_benchmark, read_predictions
 
     if not predictions.is_file():

@@ -102,7 +102,7 @@ def extract(
     config = _load_config(preset, language=language, asr_model=asr_model)
     subs = None
     if subtitles is not None:
-        from emotion_llama.data.benchmarks import read_subtitles
+        from emotion_llama.data.formats.lists import read_subtitles
 
         subs = read_subtitles(subtitles)
     summary = extract_folder(

@@ -107,8 +107,8 @@ def serve(
     try:
         from emotion_llama.backends.llm import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
+        from emotion_llama.serve.inputs import resolve_roots
         from emotion_llama.serve.predictor import Predictor
-        from emotion_llama.serve.security import resolve_roots
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
         _speech_options(language, asr_model)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from emotion_llama.backends.llm import ChatLLM
-from emotion_llama.data.benchmarks import DataError
+from emotion_llama.data.samples import DataError
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.evaluate.runner import BenchmarkSpec
 from emotion_llama.metrics import classification_report

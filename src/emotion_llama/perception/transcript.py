@@ -87,7 +87,7 @@ def subtitle_transcript(name: str, subtitles: dict[str, str], source: str) -> Tr
     """The subtitle line for clip ``name`` as a transcript, or ``None`` when there is none (or it is
     blank), in which case the caller falls back to speech recognition.
 
-    ``subtitles`` is what :func:`emotion_llama.data.benchmarks.read_subtitles` returns; ``source``
+    ``subtitles`` is what :func:`emotion_llama.data.formats.lists.read_subtitles` returns; ``source``
     names the file it came from. ``name`` may be given with a folder or extension (``clip.mp4``):
     subtitle files key clips by bare name.
     """

@@ -1,7 +1,7 @@
 """Every dataset and benchmark format, read without a model; one module per format.
 
 The benchmark lists, read into :class:`~emotion_llama.data.samples.Clip` s (what the evaluation
-scores against; :mod:`emotion_llama.data.benchmarks` re-exports them under their first path):
+scores against):
 
 - :mod:`.lists`: NCEV label lists (``labels.txt``, ``*_NCEV.txt``), label CSVs (MER2024's
   ``label-disdim.csv``), subtitles, DFEW's split files and label numbers, classification folders
