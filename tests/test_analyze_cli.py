@@ -14,15 +14,13 @@ from typer.testing import CliRunner
 
 from emotion_llama.cli import CSV_COLUMNS, _csv_row, app
 from emotion_llama.errors import EmotionLlamaError
-from emotion_llama.prompts import LABEL_SETS, LABELS, MER_LABELS, resolve_label_set
+from emotion_llama.prompts import DFEW_LABELS, LABEL_SETS, LABELS, MER_LABELS, resolve_label_set
 
 runner = CliRunner()
 
 
 # -- label sets -------------------------------------------------------------------------------------
 def test_named_label_sets():
-    from emotion_llama.data.benchmarks import DFEW_LABELS
-
     assert resolve_label_set("mer6") == MER_LABELS and len(MER_LABELS) == 6
     assert resolve_label_set("merr9") == LABELS and len(LABELS) == 9
     assert resolve_label_set("dfew7") == DFEW_LABELS and len(DFEW_LABELS) == 7

@@ -23,7 +23,7 @@ from emotion_llama.annotate.export import (
     write_subtitles,
 )
 from emotion_llama.annotate.report import write_report
-from emotion_llama.data.benchmarks import read_ncev, read_subtitles
+from emotion_llama.data.formats.lists import read_ncev, read_subtitles
 from emotion_llama.errors import EmotionLlamaError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

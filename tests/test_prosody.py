@@ -9,7 +9,6 @@ import json
 import math
 import shutil
 import subprocess
-import time
 import wave
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -470,19 +469,6 @@ def test_integer_pcm_other_rates_and_threads_agree() -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(measure_prosody, [audio] * 4))
     assert all(r == results[0] for r in results)
-
-
-@needs_librivox
-def test_measuring_a_clip_is_fast() -> None:
-    audio = load_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0930.wav", 16000)  # 3.3 s
-    measure_prosody(audio)  # builds openSMILE once
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        measure_prosody(audio)
-        times.append(time.perf_counter() - start)
-    # ~50 ms here; the bound leaves room for a busy machine but not for a second openSMILE pass.
-    assert min(times) < 0.25
 
 
 # -- espeak-ng: the same sentence, one setting changed --------------------------------------------

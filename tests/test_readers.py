@@ -1,4 +1,4 @@
-"""The benchmark and label readers of emotion_llama.data.benchmarks on files written as the
+"""The benchmark and label readers of emotion_llama.data.formats on files written as the
 datasets release them, and on malformed variants: every error names the file and the line."""
 
 import re

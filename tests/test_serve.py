@@ -43,16 +43,11 @@ from emotion_llama.serve.app import (
     question_of,
     run_in_thread,
 )
+from emotion_llama.serve.errors import ApiError
+from emotion_llama.serve.inputs import check_video_file, host_allowed, resolve_local, sniff_container
 from emotion_llama.serve.jobs import JobItem, JobStore
-from emotion_llama.serve.security import (
-    ApiError,
-    check_video_file,
-    dir_size,
-    host_allowed,
-    read_multipart,
-    resolve_local,
-    sniff_container,
-)
+from emotion_llama.serve.multipart import read_multipart
+from emotion_llama.serve.workspace import dir_size
 
 SOURCE_DIR = str(Path(emotion_llama.__file__).resolve().parent)
 

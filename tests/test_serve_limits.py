@@ -27,7 +27,7 @@ import httpx
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.serve.app import ServeSettings, create_app, run_in_thread
 from emotion_llama.serve.predictor import Predictor
-from emotion_llama.serve.security import dir_size
+from emotion_llama.serve.workspace import dir_size
 
 SLACK = 1.5
 PREAMBLE = b'--b\r\nContent-Disposition: form-data; name="file"; filename="clip.mp4"\r\n\r\n'

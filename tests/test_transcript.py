@@ -77,7 +77,7 @@ def test_wer_empty_reference_is_an_error() -> None:
 
 # -- subtitles and the transcript record ----------------------------------------------------------
 def test_subtitle_overrides_asr(tmp_path: Path) -> None:
-    from emotion_llama.data.benchmarks import read_subtitles
+    from emotion_llama.data.formats.lists import read_subtitles
 
     csv = tmp_path / "subtitles.csv"
     csv.write_text("name,sentence\nsample_00000001, I told you so! \nsample_00000002,\n", encoding="utf-8")
