@@ -140,6 +140,9 @@ def test_annotate_kill_rerun_cache_and_schema(videos, llm_server, tmp_path):
         "1",
         "--llm",
         f"openai:offline@{llm_server}",
+        # short reasoning: this test is about the kill, the rerun and the cache, not the text
+        "--max-new-tokens",
+        "64",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "emotion_llama.cli", *args],

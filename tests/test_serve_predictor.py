@@ -27,10 +27,13 @@ def clip(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def predictor():
+def predictor(tmp_path_factory):
     from emotion_llama.serve.predictor import Predictor
 
-    with Predictor(preset="tiny") as p:
+    # One LLM answer cache for the module: a prompt asked again (the same clip analysed, streamed,
+    # batched) is answered from it, so only new prompts cost the offline LLM's time.
+    cache = tmp_path_factory.mktemp("llm") / "answers.sqlite"
+    with Predictor(preset="tiny", cache=cache) as p:
         yield p
 
 
@@ -57,6 +60,7 @@ def test_clue_predictor_analyze_stream_batch_and_question(predictor, clip, tmp_p
     from emotion_llama.media.frames import MediaError
 
     assert predictor.kind == "clues" and predictor.model_id == "emotion-llama-clues"
+    events = list(predictor.stream(clip))  # first: the LLM streams (the cache is empty)
     a = predictor.analyze(clip)
     assert a.label == "happy"  # she smiles: AU12 + AU6 name the label before any LLM
     assert "AU12" in a.record["peak_AU_list"]
@@ -64,7 +68,6 @@ def test_clue_predictor_analyze_stream_batch_and_question(predictor, clip, tmp_p
     d = a.to_dict(with_timeline=True)
     assert d["au_timeline"]["names"] and len(d["au_timeline"]["times"]) == len(d["au_timeline"]["intensity"])
 
-    events = list(predictor.stream(clip))
     kinds = [e.kind for e in events]
     # the reasoning comes in one piece, once it has passed the faithfulness check
     assert kinds == ["clues", "delta", "done"]
