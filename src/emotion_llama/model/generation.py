@@ -27,6 +27,9 @@ class ClipInput:
     frame: np.ndarray | None
     features: ClipFeatures
     vision_tokens: np.ndarray | torch.Tensor | None = None
+    #: Feature parts not fed (:mod:`emotion_llama.modalities`: frame, face, motion, audio): they get
+    #: no positions in the prompt. An absent text is an empty ``subtitle``.
+    absent: frozenset[str] = frozenset()
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -47,7 +50,7 @@ def build_inputs(
     when every clip carries them, ``vision_tokens``."""
     if not clips:
         raise EmotionLlamaError("no clips given")
-    samples = [processor.encode(c.subtitle, task, instruction) for c in clips]
+    samples = [processor.encode(c.subtitle, task, instruction, absent=c.absent) for c in clips]
     if all(c.vision_tokens is not None for c in clips):
         vision = [{"vision_tokens": c.vision_tokens} for c in clips]
     elif all(c.frame is not None for c in clips):

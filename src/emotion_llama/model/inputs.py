@@ -41,6 +41,9 @@ class MultimodalInputs(Mapping[str, torch.Tensor]):
     pixel_values: torch.Tensor | None = None
     vision_tokens: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # (B, L), -100 outside the answer
+    #: (B, F) bool, which of the model's F vectors each prompt has positions for; ``None``: all.
+    #: False for the parts of an absent modality (:mod:`emotion_llama.modalities`).
+    feature_keep: torch.Tensor | None = None
 
     #: The field names, in order (the positional order of ``forward``); set below the class.
     FIELDS: ClassVar[tuple[str, ...]] = ()

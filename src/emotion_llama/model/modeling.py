@@ -154,19 +154,32 @@ class EmotionLlama(nn.Module):
         feature_mask: torch.Tensor,
         features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        feature_keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings (B, L, H) with ``features`` (B, F, H) written, in order, at the
-        positions where ``feature_mask`` is true; padded positions get zero embeddings."""
+        positions where ``feature_mask`` is true; padded positions get zero embeddings. With
+        ``feature_keep`` (B, F), only the kept vectors of each sample are written (an absent
+        modality has no positions, so nothing stands in for it)."""
         embed_tokens = self.llm.get_input_embeddings()
         embeds = embed_tokens(input_ids)  # (B, L, H)
         per_sample = feature_mask.sum(dim=1)
         f = features.shape[1]
-        if features.shape[0] != input_ids.shape[0] or bool((per_sample != f).any()):
+        if feature_keep is not None and tuple(feature_keep.shape) != tuple(features.shape[:2]):
+            raise FeatureCountError(
+                f"feature_keep has shape {tuple(feature_keep.shape)}, "
+                f"the features {tuple(features.shape[:2])}"
+            )
+        want = feature_keep.sum(dim=1) if feature_keep is not None else torch.full_like(per_sample, f)
+        if features.shape[0] != input_ids.shape[0] or bool((per_sample != want.to(per_sample.device)).any()):
+            given = f"{features.shape[0]} x {f}" + (
+                "" if feature_keep is None else f" (kept {want.tolist()})"
+            )
             raise FeatureCountError(
                 f"the prompts have {per_sample.tolist()} feature positions per sample but "
-                f"{features.shape[0]} x {f} feature vectors were given; use the processor "
-                "built for this model's config"
+                f"{given} feature vectors were given; use the processor built for this model's config"
             )
+        if feature_keep is not None:
+            features = features[feature_keep.to(features.device)]  # (sum kept, H), sample by sample
         mask = feature_mask.unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(mask, features.to(embeds.dtype))
         if attention_mask is not None:
@@ -176,7 +189,10 @@ class EmotionLlama(nn.Module):
     def embed_inputs(self, inputs: MultimodalInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM's input embeddings (B, L, H) and the projected features (B, F, H)."""
         features = self.encode(**inputs.media())
-        return self.embed(inputs.input_ids, inputs.feature_mask, features, inputs.attention_mask), features
+        embeds = self.embed(
+            inputs.input_ids, inputs.feature_mask, features, inputs.attention_mask, inputs.feature_keep
+        )
+        return embeds, features
 
     def prompt_embeds(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`embed_inputs` for inputs given as the fields of :class:`MultimodalInputs`
@@ -198,6 +214,7 @@ class EmotionLlama(nn.Module):
         pixel_values: torch.Tensor | None = None,
         vision_tokens: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        feature_keep: torch.Tensor | None = None,
     ) -> EmotionLlamaOutput:
         """Logits (B, L, V); with ``labels`` (-100 outside the answer) the mean next-token loss.
         The arguments are the fields of :class:`MultimodalInputs`: ``model(**inputs.as_kwargs())``."""
@@ -211,6 +228,7 @@ class EmotionLlama(nn.Module):
             pixel_values=pixel_values,
             vision_tokens=vision_tokens,
             labels=labels,
+            feature_keep=feature_keep,
         )
         embeds, features = self.embed_inputs(inputs)
         out = self.llm(

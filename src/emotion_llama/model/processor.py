@@ -13,7 +13,7 @@ writes the projected features into exactly those positions.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 
 from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.modalities import feature_keep
 from emotion_llama.model.inputs import MultimodalInputs, stack_media
 from emotion_llama.prompts import (
     Bos,
@@ -78,11 +79,16 @@ class EmotionLlamaProcessor:
         layout: str | None = None,
         normalize: bool = True,
         rng: random.Random | None = None,
+        absent: Iterable[str] = (),
     ) -> EncodedSample:
         """Ids of one prompt (and of its answer when ``answer`` is given, with labels).
 
         ``answer`` is normalised as the authors' targets were (``normalize=False`` keeps it).
+        ``absent`` feature parts (:mod:`emotion_llama.modalities`: frame, face, motion, audio) get
+        no positions at all: the prompt is shorter by their vectors and ``extras["feature_keep"]``
+        says which of the model's vectors are fed.
         """
+        keep = feature_keep(self.num_groups, absent)
         layout = layout or self.config.prompt.layout
         instruction = instruction if instruction is not None else pick_instruction(task, rng)
         segments = prompt_segments(
@@ -110,9 +116,14 @@ class EmotionLlamaProcessor:
                 if seg.start != next_feature:
                     raise EmotionLlamaError("feature slots must appear in feature order")
                 next_feature += seg.count
-                ids.extend([self.pad_id] * seg.count)
-                mask.extend([True] * seg.count)
-                rendered.append(f"<feat:{seg.start}+{seg.count}>")
+                fed = sum(keep[seg.start : seg.start + seg.count])
+                ids.extend([self.pad_id] * fed)
+                mask.extend([True] * fed)
+                rendered.append(
+                    f"<feat:{seg.start}+{seg.count}>"
+                    if fed == seg.count
+                    else f"<feat:{fed} of {seg.start}+{seg.count}>"
+                )
         if next_feature != self.num_features:
             raise EmotionLlamaError(
                 f"the prompt has {next_feature} feature positions, the model makes {self.num_features}"
@@ -132,7 +143,8 @@ class EmotionLlamaProcessor:
                 f"sequence of {len(ids)} tokens is longer than prompt.max_context_tokens={limit}; "
                 "shorten the subtitle or the answer"
             )
-        return EncodedSample(ids, mask, labels, "".join(rendered))
+        extras: dict[str, Any] = {} if all(keep) else {"feature_keep": keep}
+        return EncodedSample(ids, mask, labels, "".join(rendered), extras)
 
     # -- batching ------------------------------------------------------------------------------
     def collate(
@@ -164,6 +176,11 @@ class EmotionLlamaProcessor:
         batch = {"input_ids": input_ids, "attention_mask": attention, "feature_mask": fmask}
         if labels is not None:
             batch["labels"] = labels
+        if any("feature_keep" in s.extras for s in samples):  # some sample lacks a part
+            everything = [True] * self.num_features
+            batch["feature_keep"] = torch.tensor(
+                [s.extras.get("feature_keep", everything) for s in samples], dtype=torch.bool
+            )
         return batch
 
     def batch(

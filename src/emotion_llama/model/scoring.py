@@ -157,11 +157,7 @@ class LabelScorer:
         mask = inputs["attention_mask"]
         if bool((mask[:, -1] == 0).any()):
             raise EmotionLlamaError("scoring needs left padding (collate with padding_side='left')")
-        embeds, _ = self.model.prompt_embeds(
-            inputs["input_ids"], mask, inputs["feature_mask"], inputs["local_feats"],
-            inputs["temporal_feats"], inputs["audio_feats"], inputs.get("pixel_values"),
-            inputs.get("vision_tokens"),
-        )  # fmt: skip
+        embeds, _ = self.model.prompt_embeds(**{k: v for k, v in inputs.items() if k != "labels"})
         need_cache = bool(self.extended)
         out = self._llm(
             inputs_embeds=embeds,

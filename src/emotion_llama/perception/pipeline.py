@@ -17,6 +17,7 @@ what is missing); it only cannot get features, and says why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -396,3 +397,81 @@ def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> 
             audio = encoders.audio.encode_clip(r.audio)
             out[r.name] = ClipFeatures(local=vector(local), temporal=vector(temporal), audio=vector(audio))
     return [out.get(r.name) for r in results]
+
+
+def restrict_to(p: Perception, modalities: Sequence[str]) -> Perception:
+    """``p`` with only the chosen modalities (:mod:`emotion_llama.modalities`): without ``video``
+    no face, AUs, peak or frames; without ``audio`` no waveform; without ``text`` no transcript.
+    Each one left out is named in ``missing`` ("video: not used (--modalities audio, text)"), so
+    the clues, the label and the record say what the answer stands on."""
+    from dataclasses import replace
+
+    from emotion_llama.modalities import MODALITIES
+
+    chosen = [m for m in MODALITIES if m in set(modalities)]
+    dropped = [m for m in MODALITIES if m not in chosen]
+    if not dropped:
+        return p
+    why = f"not used (--modalities {', '.join(chosen)})"
+    changes: dict[str, Any] = {"missing": [*p.missing, *(f"{m}: {why}" for m in dropped)]}
+    if "video" in dropped:
+        tl = p.timeline
+        empty = replace(
+            tl,
+            times=np.zeros(0),
+            intensity=np.zeros((0, len(tl.names)), np.float32),
+            presence=None,
+            face_found=np.zeros(0, bool),
+            eye_openness=None if tl.eye_openness is None else np.zeros(0, np.float32),
+        )
+        changes.update(
+            timeline=empty, peak=None, peak_time=None, peak_frame=None, global_frame=None,
+            global_frame_time=None, local_crops=None, temporal_crops=None,
+        )  # fmt: skip
+    if "audio" in dropped:
+        changes["audio"] = None
+    if "text" in dropped:
+        changes["transcript"] = None
+    return replace(p, **changes)
+
+
+def encode_available(
+    results: list[Perception], encoders: Any, *, device: str = "cpu", skip: Sequence[frozenset[str]] = ()
+) -> list[tuple[Any, frozenset[str]]]:
+    """Like :func:`encode`, for the feature parts each clip has: ``(ClipFeatures, absent parts)``
+    per result. A part the clip lacks (no face: ``face`` and ``motion``; no audio: ``audio``) or
+    that ``skip[i]`` names is absent: its vector is left at zero and must not be fed (the
+    processor gives absent parts no positions, :mod:`emotion_llama.modalities`)."""
+    import torch
+
+    from emotion_llama.encoders.models import preprocess_frames
+    from emotion_llama.encoders.store import ClipFeatures
+
+    dtype = next(encoders.local.parameters()).dtype
+    out: list[tuple[Any, frozenset[str]]] = []
+    with torch.inference_mode():
+        for i, r in enumerate(results):
+            absent = set(skip[i]) if i < len(skip) else set()
+            if r.local_crops is None:
+                absent.add("face")
+            if r.temporal_crops is None:
+                absent.add("motion")
+            if r.audio is None:
+                absent.add("audio")
+            if r.global_frame is None:
+                absent.add("frame")
+            vecs = {
+                "local": np.zeros(encoders.local.dim, np.float32),
+                "temporal": np.zeros(encoders.temporal.dim, np.float32),
+                "audio": np.zeros(encoders.audio.dim, np.float32),
+            }
+            if "face" not in absent:
+                x = encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype))
+                vecs["local"] = x.float().cpu().numpy()
+            if "motion" not in absent:
+                x = encoders.temporal.encode_clip(preprocess_frames(r.temporal_crops).to(device, dtype))
+                vecs["temporal"] = x.float().cpu().numpy()
+            if "audio" not in absent:
+                vecs["audio"] = encoders.audio.encode_clip(r.audio).float().cpu().numpy()
+            out.append((ClipFeatures(**vecs), frozenset(absent)))
+    return out

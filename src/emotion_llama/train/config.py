@@ -53,6 +53,9 @@ class TrainConfig:
     #: After each validation: label accuracy and weighted F1 of the emotion task (greedy).
     eval_metrics: bool = False
     eval_max_clips: int = 64
+    #: Chance that a training item loses one modality, drawn among video, audio and text (its
+    #: parts get no positions, its subtitle is emptied), so the model learns to answer without it.
+    modality_dropout: float = 0.0
 
     def validate(self) -> TrainConfig:
         import torch
@@ -60,6 +63,8 @@ class TrainConfig:
         for key in ("epochs", "iters_per_epoch", "batch_size", "grad_accum", "log_every", "keep_last"):
             if getattr(self, key) < 1:
                 raise TrainError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise TrainError(f"train.modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.eval_max_clips < 1:
             raise TrainError(f"train.eval_max_clips must be >= 1, got {self.eval_max_clips}")
         if self.save_every is not None and self.save_every < 1:

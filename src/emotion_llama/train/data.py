@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from emotion_llama.data.formats.clips import ClipResolver, feature_dims, open_feature_store, restrict_to_split
 from emotion_llama.data.formats.folder import TARGET_SOURCES, read_training_folder
 from emotion_llama.data.samples import LOG_SKIPPED, ReadReport, TrainDataError, TrainSample, finish_report
+from emotion_llama.modalities import MODALITIES, PARTS_OF
 from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.processor import EmotionLlamaProcessor, EncodedSample
 from emotion_llama.prompts import pick_instruction
@@ -86,6 +87,8 @@ class TrainDataset(Dataset[dict[str, Any]]):
         self.seed = seed
         self.layout = layout
         self.reports: list[ReadReport] = list(reports)
+        #: Chance that an item loses one modality (``train.modality_dropout``; the trainer sets it).
+        self.modality_dropout = 0.0
         # Frames are decoded once: the frozen ViT input of a clip never changes.
         self._pixels: dict[str, torch.Tensor] = {}
 
@@ -151,8 +154,12 @@ class TrainDataset(Dataset[dict[str, Any]]):
                 raise TrainDataError(f"clip {options[0].name!r} has no target for task {task!r}")
             sample = found[0]
         instruction = sample.instruction or pick_instruction(sample.task, rng)
+        subtitle, absent = sample.subtitle, frozenset[str]()
+        if self.modality_dropout and rng.random() < self.modality_dropout:
+            dropped = rng.choice(MODALITIES)
+            subtitle, absent = ("", absent) if dropped == "text" else (subtitle, frozenset(PARTS_OF[dropped]))
         encoded = self.processor.encode(
-            sample.subtitle, sample.task, instruction, answer=sample.target, layout=self.layout
+            subtitle, sample.task, instruction, answer=sample.target, layout=self.layout, absent=absent
         )
         feats = sample.features
         return {
