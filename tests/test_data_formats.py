@@ -95,7 +95,7 @@ def test_unknown_format_and_bad_options_are_clear(synth: tuple[Path, list[dict]]
     out, _ = synth
     with pytest.raises(TrainDataError, match=r"unknown data format 'csv'.*folder, jsonl, mer2023, mer2024"):
         open_training_data("csv", out, processor)
-    assert FORMATS == ("folder", "jsonl", "mer2023", "mer2024", "pseudo", "dfew")
+    assert FORMATS == ("folder", "jsonl", "mer2023", "mer2024", "pseudo", "dfew", "manifest")
     with pytest.raises(TrainDataError, match="only emotion targets"):
         open_training_data("mer2023", out, processor, tasks=["reason"])
     with pytest.raises(TrainDataError, match="'fold' is for the dfew"):

@@ -18,7 +18,7 @@ predictor shares it); this module runs the stages over a folder and keeps their 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +141,7 @@ def annotate_folder(
     *,
     llm: Any | None = None,
     on_record: Callable[[str], None] | None = None,
+    problems: Sequence[tuple[str, str]] = (),
 ) -> AnnotateSummary:
     from emotion_llama.annotate.export import validate_record, write_all
     from emotion_llama.annotate.filters import class_balance
@@ -153,7 +154,8 @@ def annotate_folder(
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_videos(videos)
     all_videos = scan.videos
-    summary = AnnotateSummary(total=len(all_videos) + len(scan.problems), failed=list(scan.problems))
+    failed = [*problems, *scan.problems]  # clips the caller could not place (a manifest's), then the folder's
+    summary = AnnotateSummary(total=len(all_videos) + len(failed), failed=failed)
     for stale in out.rglob(".*.tmp"):
         stale.unlink(missing_ok=True)
     # Inside the dataset each clip goes by its record id: its file name when that is a plain token,

@@ -9,7 +9,7 @@ broken clip is reported with its reason and never stops the others.
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,7 +134,11 @@ def extract_folder(
     subtitles: dict[str, str] | None = None,
     progress: bool = True,
     on_written: Callable[[str], None] | None = None,
+    problems: Sequence[tuple[str, str]] = (),
 ) -> ExtractSummary:
+    """Features of every video of ``videos`` into the store ``out`` (resumable: finished clips are
+    skipped). ``problems`` are clips the caller could not place (a manifest's missing videos):
+    they are counted and listed with the failures."""
     import torch
 
     from emotion_llama.encoders.models import build_encoders
@@ -156,7 +160,8 @@ def extract_folder(
     store.clean_partial()
     scan = scan_videos(videos)
     all_videos = scan.videos
-    summary = ExtractSummary(total=len(all_videos) + len(scan.problems), failed=list(scan.problems))
+    failed = [*problems, *scan.problems]
+    summary = ExtractSummary(total=len(all_videos) + len(failed), failed=failed)
     todo = [v for v in all_videos if not store.is_done(v.stem)]
     summary.already_done = len(all_videos) - len(todo)
     if not todo:

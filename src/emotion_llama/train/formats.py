@@ -29,6 +29,10 @@ Formats (``fmt``), what ``path`` is, the tasks they give and their options:
   emotion (7 labels); ``fold`` 1-5 (required), ``split`` ``train`` (default) or ``test``.
 - ``jsonl``: a JSONL file, one clip per line (:func:`~emotion_llama.data.formats.jsonl.read_jsonl`);
   the tasks its lines give.
+- ``manifest``: a manifest CSV/JSONL (docs/manifest.md;
+  :func:`~emotion_llama.data.formats.manifest.read_manifest_samples`) whose clips were extracted
+  (``extract MANIFEST --out FEATURES``); emotion; ``split`` (the rows' ``split`` column),
+  ``video_root``.
 
 ``features`` is the feature store (the authors' layout or the project's); by default the
 folder holding the labels (the authors' features sit beside their label lists, SPEC 5).
@@ -54,6 +58,7 @@ from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.data.formats.dfew import DFEW_INSTRUCTION, read_dfew_fold
 from emotion_llama.data.formats.folder import read_training_folder
 from emotion_llama.data.formats.jsonl import JSONL_KEYS, read_jsonl
+from emotion_llama.data.formats.manifest import read_manifest_samples
 from emotion_llama.data.formats.mer import read_mer_labels
 from emotion_llama.data.formats.pseudo import (
     PSEUDO_CONFIDENCE_COLUMNS,
@@ -89,16 +94,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-FORMATS: tuple[str, ...] = ("folder", "jsonl", "mer2023", "mer2024", "pseudo", "dfew")
+FORMATS: tuple[str, ...] = ("folder", "jsonl", "mer2023", "mer2024", "pseudo", "dfew", "manifest")
 
 
 #: Formats whose only targets are label words.
-EMOTION_ONLY: frozenset[str] = frozenset({"mer2023", "mer2024", "pseudo", "dfew"})
+EMOTION_ONLY: frozenset[str] = frozenset({"manifest", "mer2023", "mer2024", "pseudo", "dfew"})
 
 
 DEFAULT_TASKS: dict[str, tuple[str, ...] | None] = {
     "folder": ("emotion", "reason"),
     "jsonl": None,  # every task the lines have
+    "manifest": ("emotion",),
     "mer2023": ("emotion",),
     "mer2024": ("emotion",),
     "pseudo": ("emotion",),
@@ -119,6 +125,8 @@ class DataSpec:
     features: str | Path | None = None
     subtitles: str | Path | None = None
     min_confidence: float | None = None
+    #: Where a manifest's relative video paths (and NAME.* videos) are; default its folder.
+    video_root: str | Path | None = None
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any]) -> DataSpec:
@@ -248,6 +256,10 @@ def read_training_data(spec: DataSpec, config: EmotionLlamaConfig) -> tuple[list
         samples = read_dfew_fold(
             path, config, fold=spec.fold, split=spec.split or "train", features=spec.features, report=report
         )
+    elif fmt == "manifest":
+        samples = read_manifest_samples(
+            path, config, features=spec.features, split=spec.split, video_root=spec.video_root, report=report
+        )
     else:
         samples = read_jsonl(path, config, features=spec.features, tasks=tasks, report=report)
     return samples, report
@@ -281,6 +293,8 @@ def _check_options(spec: DataSpec) -> None:
         raise TrainDataError(f"'min_confidence' is for the pseudo format, not {fmt!r}")
     if spec.split is not None and fmt in ("pseudo", "jsonl"):
         raise TrainDataError(f"format {fmt!r} has no splits; give one file per split")
-    if spec.subtitles is not None and fmt in ("folder", "dfew", "jsonl"):
+    if spec.video_root is not None and fmt != "manifest":
+        raise TrainDataError(f"'video_root' is for the manifest format, not {fmt!r}")
+    if spec.subtitles is not None and fmt in ("folder", "dfew", "jsonl", "manifest"):
         where = "the folder's subtitles.csv" if fmt == "folder" else "none" if fmt == "dfew" else "each line"
         raise TrainDataError(f"'subtitles' is not an option of format {fmt!r} (subtitles: {where})")
