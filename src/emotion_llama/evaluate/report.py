@@ -34,6 +34,7 @@ def render_markdown(m: dict[str, Any]) -> str:
     lines.append(f"- samples scored: {m['n']}")
     if m.get("judge"):
         lines.append(f"- judge: `{m['judge']}`")
+    lines += [f"- **warning**: {w}" for w in m.get("warnings", [])]
     lines.append("")
     if "last_word" in m:
         lines += [

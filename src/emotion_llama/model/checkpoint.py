@@ -8,6 +8,11 @@ The project's format is a folder::
                            key names (``llama_model.base_model.model....lora_A.weight``...)
     frozen.safetensors     only when a frozen part has no external source (random weights)
 
+A training run folder holds such checkpoints (``epoch_{k}/``, ``step_{N}/``), the ``best`` and
+``last`` pointer files naming one of them (JSON ``{"dir": ...}``) and ``train_clips.txt``, the
+names of the clips it trained on. :func:`resolve_checkpoint` turns any of these into the
+checkpoint folder, and every command that takes a checkpoint goes through it.
+
 The key tables and conversions are pure functions in ``keys.py``; weight files are read and
 written through ``emotion_llama.weights``; this module is the folder format and its edges.
 """
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +54,11 @@ from emotion_llama.weights import read_safetensors, read_torch_file, write_safet
 
 # The key functions are part of this module's interface too (the CLI and users import them here).
 __all__ = [
+    "BEST_FILE",
     "CONFIG_FILE",
     "FROZEN_FILE",
+    "LAST_FILE",
+    "TRAIN_CLIPS_FILE",
     "WEIGHTS_FILE",
     "check_trainable_state",
     "convert_authors_checkpoint",
@@ -57,6 +67,7 @@ __all__ = [
     "expected_trainable_shapes",
     "export_merged",
     "interpolate_position_embedding",
+    "is_checkpoint_folder",
     "load_eva_vit_g",
     "load_pretrained",
     "load_trainable",
@@ -64,6 +75,7 @@ __all__ = [
     "read_authors_checkpoint",
     "read_safetensors",
     "read_torch_file",
+    "resolve_checkpoint",
     "save_pretrained",
     "trainable_state",
     "write_safetensors",
@@ -72,6 +84,11 @@ __all__ = [
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FROZEN_FILE = "frozen.safetensors"
+#: The pointer files of a run folder: the lowest validation loss, and the newest checkpoint.
+BEST_FILE = "best"
+LAST_FILE = "last"
+#: In a run folder: the names of the clips it trained on, one per line (sorted).
+TRAIN_CLIPS_FILE = "train_clips.txt"
 
 
 # -- reading files ------------------------------------------------------------------------------
@@ -123,16 +140,121 @@ def load_trainable(model: EmotionLlama, state: dict[str, torch.Tensor], source: 
             params[k].copy_(v.to(params[k].dtype))
 
 
+# -- finding the checkpoint: a folder, a run folder, a pointer ---------------------------------------
+def is_checkpoint_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a project checkpoint folder (``config.json`` and ``model.safetensors``)."""
+    p = Path(path)
+    return (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
+def _pointer_target(pointer: Path) -> tuple[Path, str]:
+    """The checkpoint folder a ``best``/``last`` pointer file names, and what it says of it."""
+    try:
+        data = json.loads(pointer.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("dir"), str):
+        hint = ""
+        if pointer.suffix.lower() in (".pth", ".pt"):
+            hint = "; an authors' .pth becomes a checkpoint folder with `emotion-llama convert authors`"
+        raise CheckpointError(
+            pointer,
+            'a file, but not a checkpoint pointer (a run folder\'s best or last: JSON {"dir": ...}); '
+            f"give a checkpoint folder (config.json + model.safetensors) or a run folder{hint}",
+        )
+    target = pointer.parent / data["dir"]
+    if not is_checkpoint_folder(target):
+        raise CheckpointError(pointer, f"points at {target}, which is not a checkpoint folder (missing?)")
+    facts = [f"epoch {data['epoch']}"] if "epoch" in data else []
+    if isinstance(data.get("val_loss"), (int, float)):
+        facts.append(f"validation loss {data['val_loss']:.4f}")
+    elif "step" in data:
+        facts.append(f"step {data['step']}")
+    return target, f" ({', '.join(facts)})" if facts else ""
+
+
+def _run_checkpoints(run: Path) -> list[Path]:
+    """The ``epoch_{k}``/``step_{N}`` checkpoint folders of a run, oldest written first."""
+    found = []
+    for p in run.iterdir():
+        prefix, _, number = p.name.partition("_")
+        if prefix in ("epoch", "step") and number.isdigit() and is_checkpoint_folder(p):
+            found.append(((p / WEIGHTS_FILE).stat().st_mtime, int(number), p))
+    return [p for *_, p in sorted(found)]
+
+
+def _what_is_in(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    if not names:
+        return "it is empty"
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return f"it holds {shown}"
+
+
+def resolve_checkpoint(
+    path: str | Path, *, prefer: Sequence[str] = (BEST_FILE, LAST_FILE), quiet: bool = False
+) -> Path:
+    """The checkpoint folder ``path`` stands for: a checkpoint folder itself (or its
+    ``config.json``/``model.safetensors``); a run folder's ``best`` or ``last`` pointer file; a
+    run folder (the checkpoint of its first pointer in ``prefer`` that names one, else its newest
+    ``epoch_{k}``/``step_{N}``). Which one a run folder or pointer led to is said on stderr
+    (unless ``quiet``). Anything else is a :class:`CheckpointError` naming the path and what is
+    there."""
+    note = (lambda text: None) if quiet else _note
+    p = Path(path)
+    if p.is_dir() and is_checkpoint_folder(p):
+        return p
+    if p.is_file():
+        if p.name in (CONFIG_FILE, WEIGHTS_FILE) and is_checkpoint_folder(p.parent):
+            return p.parent
+        target, facts = _pointer_target(p)
+        note(f"{p} points at the checkpoint {target}{facts}")
+        return target
+    if not p.is_dir():
+        raise CheckpointError(
+            p, "not a checkpoint folder, a run folder or a pointer file: no such file or folder"
+        )
+    problems = []
+    for which in prefer:
+        if (p / which).is_file():
+            try:
+                target, facts = _pointer_target(p / which)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                continue
+            note(f"{p} is a run folder: using its {which} checkpoint {target.name}{facts}")
+            return target
+    found = _run_checkpoints(p)
+    if found:
+        why = "; ".join(problems) if problems else f"it has no {' or '.join(prefer)} pointer"
+        note(f"{p} is a run folder ({why}): using its newest checkpoint {found[-1].name}")
+        return found[-1]
+    if (p / CONFIG_FILE).is_file():
+        what = f"it has {CONFIG_FILE} but no {WEIGHTS_FILE}"
+        if (p / "llm").is_dir():
+            what += " (a merged export for transformers, not a project checkpoint)"
+    else:
+        what = "; ".join(problems) or _what_is_in(p)
+    raise CheckpointError(
+        p,
+        "not a checkpoint folder (config.json + model.safetensors) nor a run folder (a best/last "
+        f"pointer or epoch_K/step_N checkpoints): {what}",
+    )
+
+
 def load_pretrained(
     model_dir: str | Path,
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> EmotionLlama:
-    """Build the model a checkpoint folder describes and load its weights strictly."""
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise CheckpointError(root, "not a checkpoint folder (expected config.json and model.safetensors)")
+    """Build the model a checkpoint describes and load its weights strictly. ``model_dir``: a
+    checkpoint folder, a run folder or a pointer file (:func:`resolve_checkpoint`)."""
+    root = resolve_checkpoint(model_dir)
     config = EmotionLlamaConfig.from_json(root / CONFIG_FILE)
     state = read_safetensors(root / WEIGHTS_FILE)
     frozen = read_safetensors(root / FROZEN_FILE) if (root / FROZEN_FILE).exists() else {}
@@ -175,9 +297,10 @@ def convert_authors_checkpoint(
 
 # -- merged export ------------------------------------------------------------------------------
 def export_merged(model_dir: str | Path, out_dir: str | Path) -> Path:
-    """A checkpoint folder -> ``out/llm`` (a plain Hugging Face model with LoRA merged, loadable by
-    ``transformers`` alone, with its tokenizer), ``out/projections.safetensors`` and
-    ``out/config.json``; ``out/global_encoder.safetensors`` too when the ViT has no source."""
+    """A checkpoint (folder, run folder or pointer) -> ``out/llm`` (a plain Hugging Face model
+    with LoRA merged, loadable by ``transformers`` alone, with its tokenizer),
+    ``out/projections.safetensors`` and ``out/config.json``; ``out/global_encoder.safetensors``
+    too when the ViT has no source."""
     from emotion_llama.model.tokenizer import load_tokenizer
 
     model = load_pretrained(model_dir)

@@ -9,6 +9,8 @@ the trainable weights (``save_pretrained``) and ``trainer_state.pt``: the
 :class:`TrainingProgress` (step, epoch, stream position, partial epoch loss, history), the
 optimiser and grad-scaler states (FSDP: one optimiser file per rank; DeepSpeed: its own folder),
 the RNG states of every rank, the world size and the settings a resume must match.
+``out_dir/train_clips.txt`` lists the names of the clips the run trained on (for ``evaluate``'s
+overlap warning).
 
 :class:`Checkpointer` is the one place that writes checkpoints and pointers, and resumes from
 ``last``: all of that restored, mid-epoch included, so an interrupted run ends with the weights
@@ -21,6 +23,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,7 +32,15 @@ import numpy as np
 import torch
 
 from emotion_llama.files import atomic_write_text
-from emotion_llama.model.checkpoint import WEIGHTS_FILE, load_trainable, read_safetensors, save_pretrained
+from emotion_llama.model.checkpoint import (
+    BEST_FILE,
+    LAST_FILE,
+    TRAIN_CLIPS_FILE,
+    WEIGHTS_FILE,
+    load_trainable,
+    read_safetensors,
+    save_pretrained,
+)
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.train.config import RESUME_KEYS, TrainConfig, TrainError
 from emotion_llama.train.engine import SHARDED, engine_kind, gather_objects
@@ -38,8 +49,6 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 STATE_FILE = "trainer_state.pt"
-LAST_FILE = "last"
-BEST_FILE = "best"
 CheckpointKind = Literal["step", "epoch"]
 
 
@@ -177,6 +186,25 @@ def read_pointer(out_dir: str | Path, which: str = LAST_FILE) -> dict[str, Any] 
         raise TrainError(f"{path}: unreadable pointer ({exc})") from None
 
 
+def read_train_clips(path: Path) -> set[str]:
+    """The clip names of a ``train_clips.txt`` (one a line); empty when the file is absent."""
+    if not path.is_file():
+        return set()
+    return {line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def record_train_clips(out_dir: str | Path, names: Iterable[str]) -> Path:
+    """Add ``names`` to the run's ``train_clips.txt`` (kept sorted, written atomically): what
+    ``evaluate`` compares the benchmark's clip names with. A resumed run or a recipe's
+    ``init_from`` adds to what is there, never removes."""
+    path = Path(out_dir) / TRAIN_CLIPS_FILE
+    known = read_train_clips(path)
+    merged = known | set(names)
+    if merged != known or not path.is_file():
+        atomic_write_text(path, "".join(f"{n}\n" for n in sorted(merged)))
+    return path
+
+
 def step_checkpoints(out_dir: str | Path) -> list[Path]:
     """The ``step_{N}`` folders of a run, oldest first."""
     found = []
@@ -285,6 +313,11 @@ class Checkpointer:
         if last is None:
             return None
         folder = self.out / str(last["dir"])
+        if not (folder / STATE_FILE).is_file():
+            raise TrainError(
+                f"{self.out / LAST_FILE}: points at {folder}, which has no {STATE_FILE}; "
+                "use another out_dir or resume=False"
+            )
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
         saved_cfg = state["config"]
         changed = [k for k in RESUME_KEYS if saved_cfg.get(k) != getattr(self.cfg, k)]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from emotion_llama.train.checkpointing import (
     Checkpointer,
     TrainingProgress,
     read_pointer,
+    record_train_clips,
     restore_rng,
     seed_all,
     step_checkpoints,
@@ -64,7 +65,14 @@ from emotion_llama.train.engine import (
 )
 from emotion_llama.train.sampler import StreamSampler, stream_loader
 from emotion_llama.train.steplog import LOGS_DIR, LOSSES_FILE, StepLog, read_losses
-from emotion_llama.train.validate import answer_tokens, emotion_metrics, validate_epoch, validation_loss
+from emotion_llama.train.validate import (
+    answer_tokens,
+    chance_warning,
+    emotion_metrics,
+    scored_emotion_samples,
+    validate_epoch,
+    validation_loss,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -105,21 +113,26 @@ def train(
     resume: bool = True,
     stop_after_epoch: int | None = None,
     stop_after_step: int | None = None,
+    also_trained_on: Collection[str] = (),
 ) -> dict[str, Any]:
     """Train ``model`` in place; see the module docstring. ``stop_after_epoch`` ends the run after
     that epoch's checkpoint, ``stop_after_step`` after that many optimiser steps in total (with
     or without a checkpoint there: an interruption at a known point, for tests and jobs with a
     time budget). Returns ``{"losses", "val_losses", "val_metrics", "best_epoch", "step",
-    "epochs_done", "main_process"}``.
+    "epochs_done", "main_process", "warnings"}`` (``warnings``: printed at the end, e.g. a final
+    validation accuracy at chance). Writes ``out_dir/train_clips.txt``: the training clip names,
+    with ``also_trained_on`` (the clips of the checkpoint it started from).
     """
     cfg.validate()
     if dataset.processor is not processor:
         raise TrainError("the dataset was built with another processor")
+    dataset.modality_dropout = cfg.modality_dropout  # the training items only; validation sees all
     out = Path(cfg.out_dir)
     accelerator = make_accelerator(cfg, out)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        record_train_clips(out, [*also_trained_on, *(options[0].name for options in dataset.clips)])
     accelerator.wait_for_everyone()
     check_engine(cfg, accelerator)
     per_step = cfg.batch_size * world * cfg.grad_accum
@@ -190,10 +203,26 @@ def train(
         accelerator.unwrap_model(engine_model, keep_fp32_wrapper=False)
         if cfg.gradient_checkpointing:
             set_gradient_checkpointing(model, False)
-    return progress.summary(main)
+    summary = progress.summary(main)
+    summary["warnings"] = _end_of_run_warnings(progress, cfg, val_dataset) if main else []
+    return summary
 
 
 # -- the steps of train() ------------------------------------------------------------------------
+def _end_of_run_warnings(
+    progress: TrainingProgress, cfg: TrainConfig, val_dataset: TrainDataset | None
+) -> list[str]:
+    """Printed when a run that went all its epochs ends: the validation accuracy at chance."""
+    if progress.epoch < cfg.epochs or val_dataset is None:
+        return []
+    gold = {s.target.strip().lower() for s in scored_emotion_samples(val_dataset, cfg.eval_max_clips)}
+    found = chance_warning(progress.val_metrics, len(gold), cfg)
+    if found is None:
+        return []
+    print(f"warning: {found}", flush=True)
+    return [found]
+
+
 def _training_data(
     model: EmotionLlama,
     dataset: TrainDataset,

@@ -5,7 +5,7 @@ A recipe file looks like this (every key optional; the defaults are SPEC 4's sta
     model: paper              # a preset name or a config file (JSON, or YAML with ``preset:``)
     init_from: null           # or a project checkpoint folder / a run folder (its ``last``)
     data: data/merr           # the training data: a path in ``data_format``
-    data_format: folder       # folder | jsonl | mer2023 | mer2024 | pseudo | dfew (train/formats.py)
+    data_format: folder       # folder | jsonl | manifest | mer2023 | mer2024 | pseudo | dfew (formats.py)
     fold: null                # DFEW: the fold 1-5
     features: null            # the feature store when it is not beside the labels
     min_confidence: null      # pseudo: drop clips whose pseudo label is less sure
@@ -40,7 +40,13 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.files import read_yaml
-from emotion_llama.train.checkpointing import BEST_FILE, read_pointer
+from emotion_llama.train.checkpointing import (
+    BEST_FILE,
+    LAST_FILE,
+    TRAIN_CLIPS_FILE,
+    read_pointer,
+    read_train_clips,
+)
 from emotion_llama.train.config import TrainConfig
 from emotion_llama.train.schedule import Schedule
 
@@ -284,23 +290,16 @@ def _build(v: dict[str, Any], path: Path) -> Recipe:
     return Recipe(**_section(v, "recipe"), train=cfg, source=str(path))
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder (``config.json`` inside), or the epoch folder a run folder's ``last``
-    pointer (or a ``last``/``best`` pointer file) names."""
-    p = Path(path)
-    if p.is_dir() and (p / "config.json").is_file():
-        return p
-    if p.is_file():
-        pointer = read_pointer(p.parent, p.name)
-        base = p.parent
-    else:
-        pointer = read_pointer(p) if p.is_dir() else None
-        base = p
-    if pointer is None or "dir" not in pointer:
-        raise RecipeError(
-            f"init_from {str(path)!r}: neither a checkpoint folder nor a run with a 'last' pointer"
-        )
-    return base / str(pointer["dir"])
+def resolve_checkpoint(path: str | Path, *, quiet: bool = False) -> Path:
+    """``init_from``'s checkpoint folder: a checkpoint folder, a pointer file, or a run folder's
+    ``last`` (else ``best``, else its newest checkpoint), as
+    :func:`emotion_llama.model.checkpoint.resolve_checkpoint` finds it."""
+    from emotion_llama.model.checkpoint import resolve_checkpoint as resolve
+
+    try:
+        return resolve(path, prefer=(LAST_FILE, BEST_FILE), quiet=quiet)
+    except EmotionLlamaError as exc:
+        raise RecipeError(f"init_from {str(path)!r}: {exc}") from None
 
 
 def build_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
@@ -353,7 +352,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 
     try:
         extra = [DataSpec.from_mapping(d) for d in recipe.extra_data]
-        splittable = recipe.data_format not in ("pseudo", "jsonl")
+        splittable = recipe.data_format not in ("pseudo", "jsonl")  # a manifest has its split column
         train_set = open_training_mix(
             [main_spec(recipe.train_split if splittable else None), *extra], processor, seed=seed
         )
@@ -366,7 +365,13 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
         raise
     except EmotionLlamaError as exc:
         raise RecipeError(f"{recipe.source}: {exc}") from None
-    summary = train(model, processor, train_set, recipe.train, val_dataset=val_set)
+    inherited: set[str] = set()
+    if recipe.init_from:  # the clips the start point trained on count as this run's too
+        start = resolve_checkpoint(recipe.init_from, quiet=True)
+        inherited = read_train_clips(start / TRAIN_CLIPS_FILE) | read_train_clips(
+            start.parent / TRAIN_CLIPS_FILE
+        )
+    summary = train(model, processor, train_set, recipe.train, val_dataset=val_set, also_trained_on=inherited)
     out = Path(recipe.train.out_dir)
     last = read_pointer(out)
     best = read_pointer(out, BEST_FILE)

@@ -68,6 +68,35 @@ def validation_loss(
     return total / max(tokens, 1)
 
 
+def scored_emotion_samples(dataset: TrainDataset, max_clips: int) -> list[Any]:
+    """The emotion samples :func:`emotion_metrics` scores: the first ``max_clips`` in name order."""
+    return [s for options in dataset.clips for s in options if s.task == "emotion"][:max_clips]
+
+
+#: An accuracy at most this far above chance (1 / number of labels) counts as not learned.
+CHANCE_MARGIN = 0.05
+
+
+def chance_warning(val_metrics: list[dict[str, Any]], labels: int, cfg: TrainConfig) -> str | None:
+    """A warning when the last validated epoch's emotion accuracy is at or below chance (one
+    in ``labels``, plus :data:`CHANCE_MARGIN`): the run has not learned, and says how long it
+    was; ``None`` otherwise (or without metrics, or with fewer than two labels)."""
+    if not val_metrics or labels < 2:
+        return None
+    accuracy = float(val_metrics[-1]["accuracy"])
+    chance = 1.0 / labels
+    if accuracy > chance + CHANCE_MARGIN:
+        return None
+    steps = cfg.epochs * cfg.iters_per_epoch
+    return (
+        f"the final validation emotion accuracy {accuracy:.3f} is at chance (1 in {labels} labels = "
+        f"{chance:.3f}): the model has not learned. The recipe ran {steps} optimiser steps "
+        f"(train.epochs={cfg.epochs} x train.iters_per_epoch={cfg.iters_per_epoch}, "
+        f"schedule.init_lr={cfg.schedule.init_lr:g}); train longer (raise train.iters_per_epoch or "
+        "train.epochs) or check the data before evaluating this checkpoint"
+    )
+
+
 def emotion_metrics(
     model: EmotionLlama,
     processor: EmotionLlamaProcessor,
@@ -86,7 +115,7 @@ def emotion_metrics(
     from emotion_llama.model.generation import ClipInput, Generator
     from emotion_llama.prompts import MER_LABELS, parse_label_robust, parse_last_word
 
-    samples = [s for options in dataset.clips for s in options if s.task == "emotion"][:max_clips]
+    samples = scored_emotion_samples(dataset, max_clips)
     if not samples:
         return None
     truth = [s.target.strip().lower() for s in samples]
