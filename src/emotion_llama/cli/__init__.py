@@ -18,6 +18,8 @@ from emotion_llama.cli import media_commands  # noqa: F401
 from emotion_llama.cli import analyze_commands  # noqa: F401
 from emotion_llama.cli import serve_commands  # noqa: F401
 from emotion_llama.cli import data_commands  # noqa: F401
+from emotion_llama.cli import dataset_commands  # noqa: F401
+from emotion_llama.cli import export_commands  # noqa: F401
 
 # isort: on
 from emotion_llama.cli.analyze_commands import CSV_COLUMNS, _csv_row

@@ -23,13 +23,16 @@ from emotion_llama.cli.common import (
     LLMDtypeOpt,
     LLMOpt,
     MaxNewTokensOpt,
+    ModalitiesOpt,
     ModelDeviceOpt,
     PresetOpt,
+    VideoRootOpt,
     VLMOpt,
     _exit_on_failures,
     _load_config,
     _out_file,
     _out_folder,
+    _video_source,
     _write_json_file,
     app,
     console,
@@ -129,6 +132,7 @@ def analyze(
     subtitle: Annotated[
         str | None, typer.Option(help="Use this text instead of speech recognition (every clip).")
     ] = None,
+    modalities: ModalitiesOpt = None,
 ) -> None:
     """The emotion of the person in a video, with the reasoning and the clues behind it. By default
     the clue pipeline (faces, action units, tone, transcript) with a local instruct LLM; with
@@ -156,6 +160,7 @@ def analyze(
             label_set=labels,
             language=language,
             asr_model=asr_model,
+            modalities=modalities,
         )
         analyzer = stack.enter_context(predictor)
         failed = _analyze_clips(analyzer, clips, subtitle, json_out, jsonl, table)
@@ -268,7 +273,9 @@ def _print_analysis(a) -> None:  # type: ignore[no-untyped-def]
 
 @app.command()
 def annotate(
-    video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
+    video_dir: Annotated[
+        Path, typer.Argument(help="A folder of videos, or a manifest (.csv, .tsv, .jsonl; docs/manifest.md).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The dataset folder.")],
     llm: LLMOpt = "offline",
     vlm: VLMOpt = None,
@@ -306,23 +313,43 @@ def annotate(
             "answer failed the faithfulness check); by default they are kept.",
         ),
     ] = False,
+    video_root: VideoRootOpt = None,
+    export: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export",
+            help="Also export for other trainers at the end: sharegpt (LLaMA-Factory) or swift (ms-swift); "
+            "repeat for both (as the export command).",
+        ),
+    ] = None,
+    export_paths: Annotated[
+        str, typer.Option("--export-paths", help="--export media paths: absolute, or relative to OUT.")
+    ] = "absolute",
 ) -> None:
     """Build a MERR-style dataset from a folder of videos: AU-guided clues, tone, transcript, the
     coarse caption, a label from face, voice and words, LLM fine reasoning checked for faithfulness,
     filtering; exports MERR JSON (coarse and fine), NCEV labels, subtitles, chat JSONL, and a report
-    (Markdown + HTML with images). Resumable; exit code 1 when any clip failed."""
+    (Markdown + HTML with images). A manifest's labels and subtitles count as --labels and
+    --subtitles (the options win). Resumable; exit code 1 when any clip failed."""
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
     from emotion_llama.backends.llm import check_dtype
     from emotion_llama.data.formats.lists import read_subtitles
     from emotion_llama.prompts import resolve_label_set
 
     check_dtype(llm_dtype)  # before any clip is perceived
+    if export:
+        from emotion_llama.annotate.trainers import check_options
+
+        check_options(export, export_paths)
     _out_folder("--out", out)
+    source = _video_source(video_dir, out, video_root)
+    known = {**source.labels, **(load_labels(labels) if labels else {})}
+    subs = {**source.subtitles, **(read_subtitles(subtitles) if subtitles else {})}
     options = AnnotateOptions(
         llm=llm,
         workers=workers,
-        labels=load_labels(labels) if labels else None,
-        subtitles=read_subtitles(subtitles) if subtitles else None,
+        labels=known or None,
+        subtitles=subs or None,
         label_set=resolve_label_set(label_set),
         with_features=with_features,
         device=device,
@@ -332,7 +359,7 @@ def annotate(
         drop_grounded=drop_grounded,
     )
     config = _load_config(preset, language=language, asr_model=asr_model)
-    s = annotate_folder(video_dir, out, config, options)
+    s = annotate_folder(source.folder, out, config, options, problems=source.problems)
     console.print(
         f"{s.total} videos: {s.perceived_now} perceived now, {s.reasoned_now} reasoned now, "
         f"{len(s.failed)} failed; {s.kept} records kept"
@@ -353,4 +380,9 @@ def annotate(
     console.print(
         "wrote " + ", ".join(str(f) for f in s.files if f.suffix in {".json", ".md", ".html", ".txt"})
     )
+    if export:
+        from emotion_llama.annotate.trainers import write_trainer_exports
+        from emotion_llama.cli.export_commands import print_trainer_export
+
+        print_trainer_export(write_trainer_exports(out, export, export_paths))
     _exit_on_failures(s.failed)

@@ -4,6 +4,7 @@ aliases, and the config with the speech overrides."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -187,12 +188,34 @@ FullModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A converted Emotion-LLaMA checkpoint folder: the full model instead of the clue pipeline.",
+        help="An Emotion-LLaMA checkpoint folder (converted, or a training run folder or its best/last "
+        "pointer): the full model instead of the clue pipeline.",
     ),
 ]
 ModelDeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda... (the model, or a local --llm)")]
+VideoRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--video-root",
+        help="With a manifest: the folder its relative paths (and NAME.* videos) are in (default: "
+        "the manifest's folder).",
+    ),
+]
+ModalitiesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--modalities",
+        help="What to answer from: all (default) or a comma list of video, audio, text. The others "
+        "are not fed at all (no positions in the model's prompt, no clues), and the result says so.",
+    ),
+]
 BenchmarkOpt = Annotated[
-    str, typer.Option("--benchmark", "-b", help="mer2023, mer2024-noise, dfew, emer or ov.")
+    str,
+    typer.Option(
+        "--benchmark",
+        "-b",
+        help="mer2023, mer2024-noise, dfew, emer, ov, or manifest (your own labelled clips).",
+    ),
 ]
 JudgeOpt = Annotated[
     str | None,
@@ -257,3 +280,37 @@ def _write_json_file(path: Path, obj: Any) -> None:
     from emotion_llama.names import json_bytes
 
     atomic_write_bytes(path, json_bytes(obj, indent=1))
+
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+
+@dataclass
+class VideoSource:
+    """The videos a command perceives: a folder, or a manifest's clips linked (and cut) into
+    ``folder``; ``problems`` are the manifest's clips that could not be placed, ``subtitles`` and
+    ``labels`` what its rows give."""
+
+    folder: Path
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    subtitles: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _video_source(given: Path, work: Path, video_root: Path | None) -> VideoSource:
+    """``given`` as a folder of videos, or (a .csv, .tsv or .jsonl file) as a manifest whose clips
+    are linked into ``work/manifest_videos``."""
+    if not (given.is_file() and given.suffix.lower() in MANIFEST_SUFFIXES):
+        if video_root is not None:
+            _fail(f"--video-root is for a manifest; {given} is not a .csv, .tsv or .jsonl file")
+        return VideoSource(given)
+    from emotion_llama.data.formats.manifest import (
+        link_manifest_videos,
+        manifest_labels,
+        manifest_subtitles,
+        read_manifest,
+    )
+
+    entries = read_manifest(given, video_root=video_root)
+    folder, problems = link_manifest_videos(entries, work / "manifest_videos")
+    return VideoSource(folder, problems, manifest_subtitles(entries), manifest_labels(entries))

@@ -13,6 +13,7 @@ from rich.table import Table
 from emotion_llama.cli.common import (
     BenchmarkOpt,
     JudgeOpt,
+    ModalitiesOpt,
     PresetOpt,
     WheelsOpt,
     _out_file,
@@ -47,11 +48,13 @@ def _judge(spec: str | None, out: Path):  # type: ignore[no-untyped-def]
     return make_llm(spec, cache=out / "judge_cache.sqlite", api_key=os.environ.get("OPENAI_API_KEY"))
 
 
-def _score_and_report(bench, records, source, out: Path, judge, wheels, model_name) -> dict:  # type: ignore[no-untyped-def]
+def _score_and_report(bench, records, source, out: Path, judge, wheels, model_name, warnings=()) -> dict:  # type: ignore[no-untyped-def]
     from emotion_llama.evaluate.report import write_reports
     from emotion_llama.evaluate.scoring import score_records
 
     metrics = score_records(bench, records, source=source, judge=judge, wheels_dir=wheels)
+    if warnings:
+        metrics["warnings"] = list(warnings)
     files = write_reports(metrics, out, model=model_name)
     _print_summary(metrics)
     if judge is not None and hasattr(judge, "stats"):
@@ -82,9 +85,20 @@ def _print_summary(m: dict) -> None:
 @app.command()
 def evaluate(
     benchmark: BenchmarkOpt,
-    model: Annotated[Path, typer.Option("--model", "-m", help="A project checkpoint folder.")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            "-m",
+            help="A checkpoint folder, a training run folder (its best checkpoint, else last) or its "
+            "best/last pointer file.",
+        ),
+    ],
     data: Annotated[
-        Path, typer.Option("--data", "-d", help="The benchmark folder (see docs/evaluation.md).")
+        Path,
+        typer.Option(
+            "--data", "-d", help="The benchmark folder (see docs/evaluation.md); a manifest with -b manifest."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (predictions, metrics, report).")],
     judge: JudgeOpt = None,
@@ -102,10 +116,33 @@ def evaluate(
             "of the benchmark's set from one forward pass (classification benchmarks; faster).",
         ),
     ] = "generate",
+    label_set: Annotated[
+        str,
+        typer.Option("--label-set", help="-b manifest: the labels scored (mer6, merr9, dfew7 or a file)."),
+    ] = "merr9",
+    features: Annotated[
+        Path | None,
+        typer.Option(help="-b manifest: the folder of its clips' features (extract MANIFEST --out)."),
+    ] = None,
+    modalities: ModalitiesOpt = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Only the clips of this split of the benchmark's split.json (e.g. test)."),
+    ] = None,
+    train_clips: Annotated[
+        Path | None,
+        typer.Option(
+            help="Names of the model's training clips to check the benchmark against (text, one a "
+            "line; or JSON: MERR's merr_coarse.json, a list, a split.json's train), besides the "
+            "run's own train_clips.txt.",
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
     resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for classification,
-    OUT/confusion.png. Exit code 1 when clips were skipped (listed in OUT/skipped.jsonl)."""
+    OUT/confusion.png. Exit code 1 when clips were skipped (listed in OUT/skipped.jsonl). Warns
+    (also in metrics.json) when evaluated clips are training clips of the model, by name."""
+    from emotion_llama.evaluate.overlap import check_overlap
     from emotion_llama.evaluate.runner import (
         PREDICTIONS,
         get_benchmark,
@@ -114,19 +151,41 @@ def evaluate(
         run_predictions,
     )
 
-    bench = get_benchmark(benchmark)
+    data_dir = data
+    if benchmark == "manifest":  # its labelled rows, scored over --label-set; features extracted beside
+        from emotion_llama.evaluate.runner import manifest_benchmark
+        from emotion_llama.prompts import resolve_label_set
+
+        bench = manifest_benchmark(data, resolve_label_set(label_set))
+        data_dir = features if features is not None else data.parent
+    else:
+        bench = get_benchmark(benchmark)
     _out_folder("--out", out)
+    from emotion_llama.model.checkpoint import resolve_checkpoint
+
+    model = resolve_checkpoint(model)  # a run folder or pointer -> its checkpoint folder
     predict = model_predict_fn(
-        model, bench, device=device, dtype=dtype, max_new_tokens=max_new_tokens, label_mode=labels
+        model,
+        bench,
+        device=device,
+        dtype=dtype,
+        max_new_tokens=max_new_tokens,
+        label_mode=labels,
+        modalities=modalities.split(",") if modalities else None,
     )
-    summary = run_predictions(bench, data, out, predict, batch_size=batch_size, limit=limit)
+    summary = run_predictions(bench, data_dir, out, predict, batch_size=batch_size, limit=limit, split=split)
     console.print(
         f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "
         f"{len(summary.skipped)} skipped"
     )
     for s in summary.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(s['name'])}: {escape(s['reason'])}")
-    records = read_predictions(out / PREDICTIONS)
+    warnings, notes = check_overlap(model, [c.name for c in summary.clips], bench.name, train_clips)
+    for text in notes:
+        err_console.print(f"note: {escape(text)}", highlight=False)
+    for text in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+    records = summary.records_of(read_predictions(out / PREDICTIONS))
     _score_and_report(
         bench,
         records,
@@ -135,6 +194,7 @@ def evaluate(
         _judge(judge, out),
         wheels,
         getattr(predict, "model_name", str(model)),
+        warnings,
     )
     if summary.skipped:
         raise typer.Exit(code=1)

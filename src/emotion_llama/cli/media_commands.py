@@ -13,10 +13,12 @@ from emotion_llama.cli.common import (
     FrameOpt,
     LanguageOpt,
     PresetOpt,
+    VideoRootOpt,
     _exit_on_failures,
     _load_config,
     _out_file,
     _out_folder,
+    _video_source,
     _write_json_file,
     app,
     console,
@@ -77,7 +79,9 @@ def probe(
 
 @app.command()
 def extract(
-    video_dir: Annotated[Path, typer.Argument(help="A folder of videos.")],
+    video_dir: Annotated[
+        Path, typer.Argument(help="A folder of videos, or a manifest (.csv, .tsv, .jsonl; docs/manifest.md).")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The feature folder.")],
     layout: Annotated[
         str, typer.Option(help="authors (HL-UTT/, mae_340_UTT/, maeV_399_UTT/) or native.")
@@ -92,21 +96,24 @@ def extract(
     ] = None,
     language: LanguageOpt = None,
     asr_model: AsrModelOpt = None,
+    video_root: VideoRootOpt = None,
 ) -> None:
-    """Features for every video of a folder: progress bar, parallel decoding, batched encoders,
-    resumable (a rerun skips finished clips), a summary of failures. Exit code 0 only when every
-    clip succeeded."""
+    """Features for every video of a folder or clip of a manifest (named by its name; clips with
+    start/end are cut once into OUT/manifest_videos): progress bar, parallel decoding, batched
+    encoders, resumable (a rerun skips finished clips), a summary of failures. A manifest's
+    subtitles replace speech recognition. Exit code 0 only when every clip succeeded."""
     from emotion_llama.perception.extract import extract_folder
 
     _out_folder("--out", out)
     config = _load_config(preset, language=language, asr_model=asr_model)
-    subs = None
+    source = _video_source(video_dir, out, video_root)
+    subs = dict(source.subtitles)
     if subtitles is not None:
         from emotion_llama.data.formats.lists import read_subtitles
 
-        subs = read_subtitles(subtitles)
+        subs.update(read_subtitles(subtitles))
     summary = extract_folder(
-        video_dir,
+        source.folder,
         out,
         config,
         layout=layout,
@@ -114,7 +121,8 @@ def extract(
         workers=workers,
         device=device,
         batch_size=batch_size,
-        subtitles=subs,
+        subtitles=subs or None,
+        problems=source.problems,
     )
     console.print(
         f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "

@@ -97,7 +97,9 @@ def convert_eva(
 
 @app.command("export-merged")
 def export_merged_cmd(
-    model_dir: Annotated[Path, typer.Argument(help="A project checkpoint folder.")],
+    model_dir: Annotated[
+        Path, typer.Argument(help="A project checkpoint folder, a training run folder or its best/last file.")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
 ) -> None:
     """Merge LoRA into the LLM (W' = W + alpha/r * B @ A) and save it as a plain Hugging Face

@@ -112,6 +112,10 @@ def serve(
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
         _speech_options(language, asr_model)
+        if model is not None:
+            from emotion_llama.model.checkpoint import resolve_checkpoint
+
+            model = resolve_checkpoint(model)
 
         settings = ServeSettings(
             allow_roots=resolve_roots(allow_root or []),

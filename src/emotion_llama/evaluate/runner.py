@@ -11,10 +11,11 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from emotion_llama.data.formats.clips import restrict_to_split
 from emotion_llama.data.formats.lists import (
     DFEW_LABELS,
     find_frame_source,
@@ -27,6 +28,7 @@ from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.progress import progress_bar
 from emotion_llama.prompts import (
     EMOTION_INSTRUCTION,
+    LABELS,
     MER_LABELS,
     REASON_INSTRUCTIONS,
 )
@@ -48,6 +50,11 @@ class BenchmarkSpec:
     numeric_labels: tuple[str, ...] | None = None
     #: The class an answer outside the label set counts as (the authors' rule).
     default_label: str = "neutral"
+    #: A manifest whose labelled rows are the clips (the ``manifest`` benchmark); ``data`` is then
+    #: the folder of their extracted features.
+    manifest: str | None = None
+    #: With a manifest: only the rows of this split.
+    split: str | None = None
 
 
 def _label_instruction(labels: Sequence[str]) -> str:
@@ -70,19 +77,46 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
+def manifest_benchmark(
+    manifest: str | Path, labels: Sequence[str] = LABELS, *, split: str | None = None
+) -> BenchmarkSpec:
+    """A classification benchmark of a manifest's labelled clips, scored over ``labels``. The
+    instruction is the prompt's own (SPEC) when ``labels`` are among its nine, else the same
+    sentence listing ``labels``."""
+    labels = tuple(labels)
+    instruction = EMOTION_INSTRUCTION if set(labels) <= set(LABELS) else _label_instruction(labels)
+    default = "neutral" if "neutral" in labels else labels[0]
+    return BenchmarkSpec(
+        "manifest",
+        "classification",
+        labels,
+        instruction=instruction,
+        default_label=default,
+        manifest=str(manifest),
+        split=split,
+    )
+
+
 def get_benchmark(name: str) -> BenchmarkSpec:
+    """A benchmark by name; ``manifest`` is scored over the prompt's nine labels (see
+    :func:`manifest_benchmark` for another set)."""
+    if name == "manifest":
+        return BenchmarkSpec("manifest", "classification", LABELS)
     try:
         return BENCHMARKS[name]
     except KeyError:
         raise EmotionLlamaError(
-            f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}"
+            f"unknown benchmark {name!r}; choose one of: {', '.join(BENCHMARKS)}, manifest"
         ) from None
 
 
 # -- reading a benchmark folder ------------------------------------------------------------------------
 def read_benchmark(spec: BenchmarkSpec, data: str | Path) -> list[Clip]:
     """Every clip of the benchmark with its gold label or reference and subtitle (the folder
-    layouts are read by :mod:`emotion_llama.data.formats`)."""
+    layouts are read by :mod:`emotion_llama.data.formats`; a manifest benchmark's clips are its
+    labelled rows)."""
+    if spec.manifest is not None:
+        return _manifest_clips(spec)
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"{root}: no such benchmark folder")
@@ -93,8 +127,51 @@ def read_benchmark(spec: BenchmarkSpec, data: str | Path) -> list[Clip]:
     return read_reference_folder(root, "reason" if spec.kind == "emer" else "openset")
 
 
+def _manifest_clips(spec: BenchmarkSpec) -> list[Clip]:
+    from emotion_llama.data.formats.manifest import manifest_clips, read_manifest
+
+    assert spec.manifest is not None
+    entries = read_manifest(spec.manifest, split=spec.split)
+    clips = [c for c in manifest_clips(entries) if c.label is not None]
+    if not clips:
+        raise DataError(
+            f"{spec.manifest}: no labelled rows to score"
+            + (f" in split {spec.split!r}" if spec.split else "")
+        )
+    unlabelled = len(entries) - len(clips)
+    if unlabelled:
+        log.warning("%s: %d unlabelled row(s) left out of the benchmark", spec.manifest, unlabelled)
+    return clips
+
+
 def clip_folder(data: Path, clip: Clip) -> Path:
     return data / clip.fold if clip.fold else data
+
+
+SPLIT_FILE = "split.json"
+
+
+def restrict_to_split_file(clips: Sequence[Clip], data: str | Path, split: str) -> list[Clip]:
+    """The clips listed under ``split`` in ``split.json`` (``{split: [names]}``, as the training
+    readers and ``synth`` use it): the one in the clip's folder (a DFEW fold's), else the one in
+    ``data``. A split that is missing, or lists none of the clips, is a :class:`DataError`."""
+    data = Path(data)
+    by_file: dict[Path, list[Clip]] = {}
+    for c in clips:
+        path = clip_folder(data, c) / SPLIT_FILE
+        by_file.setdefault(path if path.is_file() else data / SPLIT_FILE, []).append(c)
+    kept: set[tuple[str, str]] = set()
+    for path, group in by_file.items():
+        if not path.is_file():
+            raise DataError(f"{path}: no such file; --split {split} needs the benchmark's split.json")
+        wanted = set(restrict_to_split([c.name for c in group], path, split))
+        kept |= {_key(c) for c in group if c.name in wanted}
+    chosen = [c for c in clips if _key(c) in kept]
+    if clips and not chosen:
+        raise DataError(
+            f"{', '.join(str(p) for p in by_file)}: split {split!r} lists none of the {len(clips)} clips"
+        )
+    return chosen
 
 
 # -- predictions file ------------------------------------------------------------------------------
@@ -232,6 +309,14 @@ class RunSummary:
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: What was mended in the predictions file before resuming (a line cut off by a kill).
     notes: list[str] = field(default_factory=list)
+    #: The clips of this run (after ``split`` and ``limit``): the ones its report scores.
+    clips: list[Clip] = field(default_factory=list)
+
+    def records_of(self, records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The prediction records of this run's clips (a file may hold others from earlier runs
+        over another split or limit)."""
+        keys = {_key(c) for c in self.clips}
+        return [r for r in records if _key(r) in keys]
 
 
 def run_predictions(
@@ -243,21 +328,27 @@ def run_predictions(
     batch_size: int = 8,
     limit: int | None = None,
     progress: bool = True,
+    split: str | None = None,
 ) -> RunSummary:
     """Predict every clip not yet in ``out/predictions.jsonl``, appending as batches finish.
 
-    ``predict(clips, data_dir)`` returns one answer text per clip; a clip whose inputs cannot be
-    read raises :class:`EmotionLlamaError` from a per-clip retry and is listed in
+    ``split``: only the clips of that split (:func:`restrict_to_split_file`; a manifest's split
+    column). ``predict(clips, data_dir)`` returns one answer text per clip; a clip whose inputs
+    cannot be read raises :class:`EmotionLlamaError` from a per-clip retry and is listed in
     ``skipped.jsonl`` with the reason, never filled in."""
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if split is not None and spec.manifest is not None:
+        spec = replace(spec, split=split)
     clips = read_benchmark(spec, data)
+    if split is not None and spec.manifest is None:
+        clips = restrict_to_split_file(clips, data, split)
     if limit is not None:
         clips = clips[:limit]
     notes: list[str] = []
     done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True, notes=notes)}
     todo = [c for c in clips if _key(c) not in done]
-    summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo), notes=notes)
+    summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo), notes=notes, clips=clips)
     (out / SKIPPED).unlink(missing_ok=True)
     bar = progress_bar(progress)
     with bar:
@@ -312,9 +403,12 @@ def model_predict_fn(
     dtype: str = "float32",
     max_new_tokens: int | None = None,
     label_mode: str = "generate",
+    modalities: Sequence[str] | None = None,
 ) -> PredictFn:
     """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
     features of their folder, and their subtitle (greedy decoding, as the published scores).
+    ``modalities`` (video, audio, text; ``None``: all) leaves the others out of every prompt: their
+    feature parts get no positions, the subtitle is emptied (:mod:`emotion_llama.modalities`).
 
     ``label_mode="score"`` (classification benchmarks only): the answer is the benchmark label the
     model gives the highest probability, from one forward pass over the prompt
@@ -331,10 +425,14 @@ def model_predict_fn(
     from emotion_llama.encoders.store import open_store
     from emotion_llama.errors import MediaError
     from emotion_llama.media.frames import read_frame
+    from emotion_llama.modalities import MODALITIES, absent_parts, parse_modalities
     from emotion_llama.model.checkpoint import load_pretrained
     from emotion_llama.model.generation import ClipInput, Generator
     from emotion_llama.model.processor import EmotionLlamaProcessor
     from emotion_llama.model.tokenizer import load_tokenizer
+
+    chosen = parse_modalities(modalities)
+    absent = absent_parts(chosen)
 
     model = load_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
     cfg = model.config
@@ -367,9 +465,11 @@ def model_predict_fn(
                 raise MediaError(f"{folder}: no first_frames/{c.name}.jpg|png nor video/{c.name}.mp4|avi")
             frame = read_frame(src, cfg.vision.frame if cfg.vision.frame in ("first", "middle") else "first")
             feats = open_store(folder, dims).read(c.name)
-            inputs.append(ClipInput(c.subtitle, frame, feats))
+            inputs.append(ClipInput(c.subtitle if "text" in chosen else "", frame, feats, absent=absent))
         return gen(inputs)
 
     suffix = " (label scoring)" if label_mode == "score" else ""
+    if tuple(chosen) != MODALITIES:
+        suffix += f" (modalities {', '.join(chosen)})"
     predict.model_name = f"emotion-llama:{Path(model_dir).name}{suffix}"  # type: ignore[attr-defined]
     return predict

@@ -195,7 +195,7 @@ class ClueAnswerer:
 
 class ModelAnswerer:
     """The full Emotion-LLaMA model of a checkpoint folder, with its four encoders: the label
-    (scored or generated) and the reasoning of the clips that have a face and audio."""
+    (scored or generated) and the reasoning; the feature parts a clip lacks are not fed (modalities.py)."""
 
     kind: Kind = "model"
 
@@ -215,11 +215,11 @@ class ModelAnswerer:
         import torch
 
         from emotion_llama.encoders.models import build_encoders
-        from emotion_llama.model.checkpoint import load_pretrained
+        from emotion_llama.model.checkpoint import load_pretrained, resolve_checkpoint
         from emotion_llama.model.processor import EmotionLlamaProcessor
         from emotion_llama.model.tokenizer import load_tokenizer
 
-        self.model_dir = Path(model_dir)
+        self.model_dir = resolve_checkpoint(model_dir)
         self.device = device
         self.label_set = tuple(label_set)
         self.label_mode: LabelMode = label_mode
@@ -236,25 +236,36 @@ class ModelAnswerer:
         self._label_scorer: Any = None
 
     def answer(self, clips: Sequence[Perceived], question: str | None) -> list[Analysis | EmotionLlamaError]:
-        """The clips through the encoders, then the model in one batch; a clip without a face or
-        audio gets an error saying what is missing."""
+        """The clips through the encoders, then the model in one batch. The feature parts a clip
+        lacks (no face, no audio track) or whose modality was not chosen are not fed: they get no
+        positions in the prompt (:mod:`emotion_llama.modalities`), and ``record["inputs"]["fed"]``
+        says what the model was given. A clip with nothing left gets an error saying why."""
+        import numpy as np
+
         from emotion_llama.annotate.records import apply_model_answer
+        from emotion_llama.modalities import FEATURE_PARTS, MODALITIES, absent_parts, fed
         from emotion_llama.model.generation import ClipInput
-        from emotion_llama.perception.pipeline import encode
+        from emotion_llama.perception.pipeline import encode_available
 
         errors: dict[int, EmotionLlamaError] = {}
         inputs: list[ClipInput] = []
         keep: list[int] = []
         t0 = time.perf_counter()
-        feats = encode([c.perception for c in clips], self.encoders, device=self.device) if clips else []
-        for i, (clip, f) in enumerate(zip(clips, feats, strict=True)):
+        feats = encode_available([c.perception for c in clips], self.encoders, device=self.device)
+        size = self.model.config.vision.image_size
+        for i, (clip, (f, absent)) in enumerate(zip(clips, feats, strict=True)):
             p = clip.perception
-            if f is None or p.global_frame is None:
-                errors[i] = EmotionLlamaError(
-                    f"{p.source}: the model needs a face and audio: {'; '.join(p.missing)}"
-                )
+            chosen = clip.record.get("inputs", {}).get("modalities", list(MODALITIES))
+            subtitle = clip.record["subtitle"] if "text" in chosen else ""
+            if absent == set(FEATURE_PARTS) and not subtitle:
+                errors[i] = EmotionLlamaError(f"{p.source}: nothing to answer from: {'; '.join(p.missing)}")
                 continue
-            inputs.append(ClipInput(clip.record["subtitle"], p.global_frame, f))
+            # the clip's own gaps, beyond the modalities not chosen
+            lacking = absent - absent_parts(chosen)
+            clip.record.setdefault("inputs", {"modalities": list(chosen)})["fed"] = fed(chosen, lacking)
+            # an absent frame gets no positions: this placeholder only fills the batch's pixel tensor
+            frame = p.global_frame if "frame" not in absent else np.zeros((size, size, 3), np.uint8)
+            inputs.append(ClipInput(subtitle, frame, f, absent=absent))
             keep.append(i)
         t1 = time.perf_counter()
         if not inputs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,12 +29,17 @@ class _Pending:
     question: str | None
     name: str | None
     future: Any  # concurrent.futures.Future[Analysis]
+    modalities: tuple[str, ...] | None = None
+
+    def same_call(self, other: _Pending) -> bool:
+        """Whether the two can share one ``analyze_many`` call (one question, one modality set)."""
+        return self.question == other.question and self.modalities == other.modalities
 
 
 class MicroBatcher:
     """Requests that arrive together are answered together: callers in several threads call
     :meth:`analyze`; one worker thread takes the first waiting request, waits up to ``max_wait_s``
-    for more (at most ``max_batch``, all with the same question) and runs them through
+    for more (at most ``max_batch``, all with the same question and modalities) and runs them through
     :meth:`Predictor.analyze_many`, so the LLM or the model sees one batch instead of a queue of
     single prompts. Perception stays per clip; the gain is in the language model's stage."""
 
@@ -62,13 +67,15 @@ class MicroBatcher:
         question: str | None = None,
         name: str | None = None,
         timeout: float | None = None,
+        modalities: Sequence[str] | None = None,
     ) -> Analysis:
         from concurrent.futures import Future
 
         if self._closed:
             raise EmotionLlamaError("the predictor is shutting down")
         fut: Future[Analysis] = Future()
-        self._queue.put(_Pending(video, subtitle, question, name, fut))
+        chosen = tuple(modalities) if modalities is not None else None
+        self._queue.put(_Pending(video, subtitle, question, name, fut, chosen))
         return fut.result(timeout)
 
     def close(self) -> None:
@@ -106,7 +113,7 @@ class MicroBatcher:
                     if self._closed:
                         self._queue.put(None)  # the stop signal, for the loop's next turn
                     break
-                if item.question == first.question:
+                if item.same_call(first):
                     batch.append(item)
                 else:
                     self._held.append(item)
@@ -117,6 +124,7 @@ class MicroBatcher:
                     subtitles=[b.subtitle for b in batch],
                     question=first.question,
                     names=[b.name for b in batch],
+                    modalities=first.modalities,
                 )
             except BaseException as exc:  # the whole call failed: every caller hears why
                 results = [exc] * len(batch)

@@ -120,13 +120,23 @@ class PredictorCalls:
         fut.add_done_callback(lambda _: prepared.release())
         return fut
 
-    async def analyze(self, prepared: Prepared, *, subtitle: str | None, question: str | None) -> Analysis:
-        """One clip through the limiter; the input is released when the predictor is done with it."""
+    async def analyze(
+        self,
+        prepared: Prepared,
+        *,
+        subtitle: str | None,
+        question: str | None,
+        modalities: tuple[str, ...] | None = None,
+    ) -> Analysis:
+        """One clip through the limiter; the input is released when the predictor is done with it.
+        ``modalities``: what to answer from (``None``: the predictor's choice)."""
         deadline = time.monotonic() + self.timeout_s
 
         def work(predictor: Predictor, batcher: MicroBatcher | None) -> Analysis:
             target = batcher if batcher is not None else predictor
-            return target.analyze(prepared.path, subtitle=subtitle, question=question, name=prepared.name)
+            return target.analyze(
+                prepared.path, subtitle=subtitle, question=question, name=prepared.name, modalities=modalities
+            )
 
         fut = await self._submit(prepared, work, deadline)
         try:

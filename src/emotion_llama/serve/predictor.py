@@ -33,6 +33,7 @@ from typing import Any
 from emotion_llama.closing import Closeable
 from emotion_llama.config import EmotionLlamaConfig, load_config
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.modalities import parse_modalities
 from emotion_llama.prompts import LABELS
 from emotion_llama.serve.answerers import (
     Analysis,
@@ -76,6 +77,7 @@ class Predictor(Closeable):
         language: str | None = None,
         asr_model: str | None = None,
         label_set: Sequence[str] = LABELS,
+        modalities: str | Sequence[str] | None = None,
     ) -> None:
         """``static_cache`` (full model): generate with a preallocated KV cache, which transformers
         compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead.
@@ -84,8 +86,11 @@ class Predictor(Closeable):
         (default: ``device``, and the device's default dtype). ``max_new_tokens``: the reasoning
         length (the clue pipeline's LLM, or the full model's ``generation.max_new_tokens``).
         ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
-        speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels."""
+        speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels.
+        ``modalities``: what clips are answered from by default (video, audio, text; ``None``: all;
+        :mod:`emotion_llama.modalities`); each call may choose others."""
         from emotion_llama.backends.llm import check_dtype
+        from emotion_llama.model.checkpoint import resolve_checkpoint
         from emotion_llama.perception.pipeline import Perceiver
 
         if label_mode not in ("score", "generate"):
@@ -96,7 +101,9 @@ class Predictor(Closeable):
         if not self.label_set or len(set(self.label_set)) != len(self.label_set):
             raise EmotionLlamaError(f"label_set must be distinct labels, at least one: {list(label_set)}")
         check_dtype(llm_dtype)
-        self.model_dir = Path(model_dir) if model_dir else None
+        self.modalities: tuple[str, ...] = parse_modalities(modalities)
+        # A run folder or its best/last pointer stands for its checkpoint folder.
+        self.model_dir = resolve_checkpoint(model_dir) if model_dir else None
         self.device = device
         self.llm_device = llm_device or device
         self.llm_dtype = llm_dtype
@@ -177,9 +184,12 @@ class Predictor(Closeable):
         subtitle: str | None = None,
         question: str | None = None,
         name: str | None = None,
+        modalities: str | Sequence[str] | None = None,
     ) -> Analysis:
         """One clip: label, reasoning (or the answer to ``question``) and clues."""
-        result = self.analyze_many([video], subtitles=[subtitle], question=question, names=[name])[0]
+        result = self.analyze_many(
+            [video], subtitles=[subtitle], question=question, names=[name], modalities=modalities
+        )[0]
         if isinstance(result, Exception):
             raise result
         return result
@@ -193,9 +203,12 @@ class Predictor(Closeable):
         subtitles: Sequence[str | None] | None = None,
         question: str | None = None,
         names: Sequence[str | None] | None = None,
+        modalities: str | Sequence[str] | None = None,
     ) -> list[Analysis | EmotionLlamaError]:
-        """Several clips, the LLM or model stage in one batch. A clip that fails (broken file, no
-        face for the full model...) gets its error in its place; the others are answered."""
+        """Several clips, the LLM or model stage in one batch. A clip that fails (broken file,
+        nothing left to answer from...) gets its error in its place; the others are answered.
+        ``modalities`` (default: the predictor's) are the ones the answers may use."""
+        chosen = parse_modalities(modalities) if modalities is not None else self.modalities
         subs = list(subtitles) if subtitles is not None else [None] * len(videos)
         nms = list(names) if names is not None else [None] * len(videos)
         if len(subs) != len(videos) or len(nms) != len(videos):
@@ -206,7 +219,7 @@ class Predictor(Closeable):
             staged: list[Perceived | EmotionLlamaError] = []
             for video, sub, nm in zip(videos, subs, nms, strict=True):
                 try:
-                    staged.append(self._perceive(video, sub, nm))
+                    staged.append(self._perceive(video, sub, nm, chosen))
                 except EmotionLlamaError as exc:
                     staged.append(exc)
                 except (OSError, ValueError, EOFError) as exc:  # a decoder's own error: still this clip's
@@ -223,11 +236,13 @@ class Predictor(Closeable):
         subtitle: str | None = None,
         question: str | None = None,
         name: str | None = None,
+        modalities: str | Sequence[str] | None = None,
     ) -> Iterator[Event]:
         """One clip as events: its clues and label first, then the reasoning piece by piece, then
         the complete result. Errors of the clip (a broken file...) are raised before any event."""
         with self._lock:
-            clip = self._perceive(video, subtitle, name)
+            chosen = parse_modalities(modalities) if modalities is not None else self.modalities
+            clip = self._perceive(video, subtitle, name, chosen)
             yield from self._answerer().stream(clip, question)
 
     # -- the full model on clip inputs (video-free: pre-extracted features work too) --------------
@@ -259,14 +274,19 @@ class Predictor(Closeable):
             raise EmotionLlamaError(f"{what} needs the full model (start the predictor with model_dir)")
         return self.answerer
 
-    def _perceive(self, video: str | Path, subtitle: str | None, name: str | None) -> Perceived:
-        """Perception, the clue record and (with a describer) the visual objective of one clip."""
+    def _perceive(
+        self, video: str | Path, subtitle: str | None, name: str | None, modalities: Sequence[str]
+    ) -> Perceived:
+        """Perception (of the chosen modalities only), the clue record and (with a describer) the
+        visual objective of one clip."""
         from emotion_llama.annotate.records import clue_record, describe_peak
+        from emotion_llama.perception.pipeline import restrict_to
 
         t0 = time.perf_counter()
-        perception = self.perceiver(video, subtitle=subtitle, name=name)
+        perception = restrict_to(self.perceiver(video, subtitle=subtitle, name=name), modalities)
         t1 = time.perf_counter()
         record = clue_record(perception, label_set=self.label_set)
+        record["inputs"] = {"modalities": list(modalities)}
         t2 = time.perf_counter()
         # "perception" holds the clues too (as it always has); "clues" is their share of it
         timings = {"perception": t2 - t0, "clues": t2 - t1}

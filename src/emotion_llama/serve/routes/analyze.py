@@ -9,6 +9,8 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.modalities import parse_modalities
 from emotion_llama.serve.bodies import read_form
 from emotion_llama.serve.errors import ApiError
 from emotion_llama.serve.images import analysis_images
@@ -30,10 +32,16 @@ async def analyze(request: Request, state: State) -> Response:
     prepared = await state.inputs.checked(
         part.path, Path(part.filename).stem or "video", part.filename, temporary=True
     )
+    try:
+        modalities = parse_modalities(form.first("modalities")) if form.first("modalities") else None
+    except EmotionLlamaError as exc:
+        prepared.release()
+        raise ApiError(400, f"modalities: {exc}", code="invalid_request") from None
     a = await state.calls.analyze(
         prepared,
         subtitle=(form.first("subtitle") or "").strip() or None,
         question=question_of(form.first("question")),
+        modalities=modalities,
     )
     out = state.inputs.scrub(a.to_dict(with_timeline=True), prepared)
     out["model"] = state.predictor.model_id if state.predictor else None
