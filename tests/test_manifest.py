@@ -300,3 +300,22 @@ def test_a_manifest_of_real_clips_through_extract_train_and_evaluate(tmp_path: P
     assert [s["name"] for s in skipped] == ["lost"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 3 and metrics["benchmark"] == "manifest"
+
+
+def test_a_manifest_as_the_video_source_of_extract_and_annotate(tmp_path: Path) -> None:
+    from emotion_llama.cli.common import _video_source
+
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.mp4").write_bytes(b"x")
+    m = _write(
+        tmp_path / "m.csv", "path,name,label,subtitle\nv/a.mp4,clip_a,happy,hi there\nv/b.mp4,clip_b,sad,\n"
+    )
+    source = _video_source(m, tmp_path / "work", None)
+    assert source.folder == tmp_path / "work" / "manifest_videos"
+    assert (source.folder / "clip_a.mp4").resolve() == (tmp_path / "v" / "a.mp4").resolve()
+    assert source.labels == {"clip_a": "happy", "clip_b": "sad"} and source.subtitles == {
+        "clip_a": "hi there"
+    }
+    assert [w for w, _ in source.problems] == [f"{m}:3"] and "no such video" in source.problems[0][1]
+    folder = _video_source(tmp_path / "v", tmp_path / "work", None)
+    assert folder.folder == tmp_path / "v" and not folder.problems

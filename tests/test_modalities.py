@@ -244,3 +244,31 @@ def test_the_clue_pipeline_uses_only_the_chosen_modalities(clip) -> None:
     assert rec["inputs"]["modalities"] == ["audio", "text"]
     assert "video: not used (--modalities audio, text)" in rec["missing"]
     assert a.timeline.intensity.shape[0] == 0  # no AU timeline without the video
+
+
+def test_evaluate_answers_from_the_chosen_modalities(tiny_config, tmp_path) -> None:
+    from emotion_llama.data.synth import make_synthetic_dataset
+    from emotion_llama.evaluate.runner import (
+        get_benchmark,
+        model_predict_fn,
+        read_predictions,
+        run_predictions,
+    )
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    make_synthetic_dataset(tmp_path / "bench", n=6, config=tiny_config, seed=0, layout="native")
+    torch.manual_seed(1)
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    bench = get_benchmark("mer2023")
+    outputs = {}
+    for mods in (None, ["audio"]):
+        predict = model_predict_fn(ckpt, bench, label_mode="score", modalities=mods)
+        out = tmp_path / f"eval_{mods}"
+        summary = run_predictions(bench, tmp_path / "bench", out, predict, progress=False)
+        assert summary.predicted == 6 and not summary.skipped
+        outputs[str(mods)] = predict.model_name  # type: ignore[attr-defined]
+        assert len(read_predictions(out / "predictions.jsonl")) == 6
+    assert outputs["['audio']"].endswith("(modalities audio)") and "modalities" not in outputs["None"]
+    with pytest.raises(EmotionLlamaError, match="unknown modality"):
+        model_predict_fn(ckpt, bench, modalities=["smell"])
