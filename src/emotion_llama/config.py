@@ -190,10 +190,12 @@ class PerceptionConfig:
     analysis_max_side: int = 640
     #: Also search square tiles of wide frames for small faces (finds more people, about 2x slower).
     face_tiles: bool = False
-    #: Whisper model: a size name (tiny.en, base, small...), a local CTranslate2 folder, or "offline".
+    #: Whisper model: a size name (tiny.en, base, small...), a local CTranslate2 folder, "offline"
+    #: (tiny.en, English only) or "offline-multilingual" (base, any language; both from PyPI packages).
     asr_model: str = "offline"
     #: Beam width of speech recognition (5 halves tiny.en's errors on read speech for ~30% more time).
     asr_beam_size: int = 5
+    #: Spoken language, a Whisper code (en, zh...); None: detected (with a multilingual model).
     language: str | None = "en"
     sample_rate: int = 16000
 

@@ -109,6 +109,25 @@ def read_json(path: str | Path, *, error: type[Exception] = EmotionLlamaError) -
         raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
 
 
+def jsonl_objects(
+    path: str | Path, text: str, *, error: type[Exception] = EmotionLlamaError
+) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of ``text`` (the content of ``path``, a
+    JSONL file), or ``error`` naming ``path:line`` of the first line that is not a JSON object."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{i}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+        out.append((i, obj))
+    return out
+
+
 def read_yaml(path: str | Path, *, error: type[Exception] = EmotionLlamaError) -> Any:
     """Like :func:`read_json` for YAML (``yaml.safe_load``: plain data only, no Python objects)."""
     import yaml

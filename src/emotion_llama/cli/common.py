@@ -124,16 +124,18 @@ LanguageOpt = Annotated[
     typer.Option(
         "--language",
         help="Spoken language for speech recognition: a Whisper code (en, fr, zh...) or auto to detect "
-        "(default: the preset's, en).",
+        "(default: the preset's, en). Other than en needs a multilingual --asr-model "
+        "(offline-multilingual, base...).",
     ),
 ]
 AsrModelOpt = Annotated[
     str | None,
     typer.Option(
         "--asr-model",
-        help="Speech recognition model: offline (Whisper tiny.en from its offline package), a "
-        "faster-whisper size name (tiny, base, small, medium, large-v3...), a hub repo id or a local "
-        "CTranslate2 folder (default: the preset's, offline).",
+        help="Speech recognition model: offline (Whisper tiny.en from its offline package, English "
+        "only), offline-multilingual (Whisper base from its offline packages: Mandarin and other "
+        "languages, auto detection), a faster-whisper size name (tiny, base, small, medium, "
+        "large-v3...), a hub repo id or a local CTranslate2 folder (default: the preset's, offline).",
     ),
 ]
 LLMDtypeOpt = Annotated[
@@ -240,7 +242,9 @@ def _speech_options(language: str | None, asr_model: str | None) -> dict[str, st
         out["language"] = None if language.strip().lower() == "auto" else language.strip()
     if asr_model is not None:
         if not asr_model.strip():
-            raise EmotionLlamaError("--asr-model: give offline, a model size, a hub repo id or a folder")
+            raise EmotionLlamaError(
+                "--asr-model: give offline, offline-multilingual, a model size, a hub repo id or a folder"
+            )
         out["asr_model"] = asr_model.strip()
     return out
 

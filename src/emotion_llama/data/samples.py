@@ -31,6 +31,20 @@ class DataError(EmotionLlamaError):
     """A benchmark file is malformed; the message names the file and line."""
 
 
+def finite_number(text: str, what: str) -> float:
+    """``text`` as a finite number, else :class:`DataError` ``"{what} 'text' is not a (finite)
+    number"`` (``what`` says where: ``"labels.txt:3: valence"``)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataError(f"{what} {text!r} is not a finite number")
+    return value
+
+
 @dataclass(frozen=True)
 class Clip:
     name: str

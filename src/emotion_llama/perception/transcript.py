@@ -5,9 +5,19 @@ clip: see :func:`subtitle_transcript`. Otherwise :class:`WhisperTranscriber` run
 mono audio with word timestamps. The model is one of
 
 * ``"offline"``: Whisper tiny.en from the sha256-verified offline package (no network needed),
+  English only,
+* ``"offline-multilingual"``: Whisper base, multilingual (Mandarin and 98 other languages, language
+  detection), from its two sha256-verified offline chunk packages, joined once into the cache,
 * a size name (``tiny.en``, ``base``, ``small`` ...) or hub repo id, which faster-whisper
   downloads once into the Hugging Face cache,
 * a local CTranslate2 model folder (holding ``model.bin``).
+
+Languages: ``language`` is a Whisper code (``en``, ``zh``...) or ``None`` to detect it (a multilingual
+model only; an English-only one always says ``en``). An English-only model asked for another language
+is refused with a hint, never silently run as English. For Mandarin (given or detected) the decoder
+is primed with a short simplified-Chinese sentence (:data:`LANGUAGE_PRIMERS`): without it Whisper
+writes traditional characters and no punctuation about as often as not, while the MER datasets'
+subtitles are simplified Chinese with punctuation.
 
 faster-whisper is imported only when a transcriber is built, so importing this module is cheap.
 """
@@ -30,6 +40,8 @@ if TYPE_CHECKING:
     from emotion_llama.config import PerceptionConfig
 
 __all__ = [
+    "LANGUAGE_PRIMERS",
+    "OFFLINE_ASR_MODELS",
     "SAMPLE_RATE",
     "Transcriber",
     "Transcript",
@@ -45,6 +57,20 @@ SAMPLE_RATE = 16000
 # Peak amplitude below which audio counts as digital silence (about -80 dBFS). Whisper invents text
 # ("you", "Thank you.") for silent input when VAD is off, so such audio never reaches the model.
 _SILENCE_PEAK = 1e-4
+
+
+#: The offline model names (``--asr-model``) and the source in :mod:`emotion_llama.sources` of each.
+OFFLINE_ASR_MODELS: dict[str, str] = {"offline": "whisper_tiny_en", "offline-multilingual": "whisper_base"}
+
+#: Text the decoder is primed with (Whisper's ``initial_prompt``) per language, given or detected:
+#: "The following are sentences in Mandarin." in simplified characters with a full stop, so that
+#: Whisper writes simplified characters with punctuation ("我真的很生气，你为什么不告诉我。"), not
+#: traditional ones without ("我真的很生氣你為什麼不告訴我").
+LANGUAGE_PRIMERS: dict[str, str] = {"zh": "以下是普通话的句子。"}
+
+
+# Whisper codes of languages written without spaces between words.
+_UNSPACED_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "km", "my", "bo"})
 
 
 class TranscriptError(EmotionLlamaError, ValueError):
@@ -105,7 +131,8 @@ class WhisperTranscriber:
     ``language=None`` lets a multilingual model detect the language; English-only models (``*.en``
     and ``"offline"``) accept only ``"en"`` or ``None``. ``cpu_threads=0`` leaves the thread count
     to CTranslate2. ``vad`` skips non-speech with Silero VAD, which also keeps Whisper from
-    inventing text in long pauses.
+    inventing text in long pauses. ``prime``: prime the decoder with the language's
+    :data:`LANGUAGE_PRIMERS` sentence (Mandarin: simplified characters).
     """
 
     def __init__(
@@ -118,6 +145,7 @@ class WhisperTranscriber:
         vad: bool = True,
         beam_size: int = 1,
         cpu_threads: int = 0,
+        prime: bool = True,
     ) -> None:
         if beam_size < 1:
             raise TranscriptError(f"whisper model {model!r}: beam_size must be at least 1, got {beam_size}")
@@ -125,12 +153,15 @@ class WhisperTranscriber:
         self.language = language
         self.vad = vad
         self.beam_size = beam_size
+        self.prime = prime
         self.source = f"whisper:{model}"
         self._model = _load_model(_resolve_model(model), device, compute_type, cpu_threads)
         if not self._model.model.is_multilingual and language not in (None, "en"):
             # faster-whisper would only log a warning and transcribe as English anyway.
             raise TranscriptError(
-                f"whisper model {model!r} is English-only; it cannot transcribe language {language!r}"
+                f"whisper model {model!r} is English-only; it cannot transcribe language {language!r}: "
+                "use --asr-model offline-multilingual (Whisper base, offline) or a multilingual size "
+                "(base, small, large-v3...)"
             )
 
     @classmethod
@@ -148,12 +179,18 @@ class WhisperTranscriber:
             return Transcript(text="", language=self.language, words=[], source=self.source)
         duration = wave.size / SAMPLE_RATE
         try:
+            language = self.language
+            if language is None and self._model.model.is_multilingual:
+                # detected first (on the same speech Whisper would use), so that the decoder can be
+                # primed for the language it found
+                language = self._model.detect_language(wave, vad_filter=self.vad)[0]
             segments, info = self._model.transcribe(
                 wave,
-                language=self.language,
+                language=language,
                 beam_size=self.beam_size,
                 word_timestamps=True,
                 vad_filter=self.vad,
+                initial_prompt=LANGUAGE_PRIMERS.get(language or "") if self.prime else None,
             )
             # ``segments`` is a lazy generator: decoding happens here, so errors surface here too.
             segments = list(segments)
@@ -170,7 +207,9 @@ class WhisperTranscriber:
                 start = min(max(float(w.start), 0.0), duration)
                 end = min(max(float(w.end), start), duration)
                 words.append(Word(text=text, start=start, end=end, probability=float(w.probability)))
-        text = " ".join(seg.text.strip() for seg in segments if seg.text.strip())
+        # languages written without spaces between words get none between segments either
+        sep = "" if (info.language or language) in _UNSPACED_LANGUAGES else " "
+        text = sep.join(seg.text.strip() for seg in segments if seg.text.strip())
         if not any(ch.isalnum() for ch in text):
             # on faint noise Whisper may "hear" only punctuation (". . . ."): nothing was said
             text, words = "", []
@@ -180,11 +219,12 @@ class WhisperTranscriber:
 # -- model loading ------------------------------------------------------------------------------
 def _resolve_model(model: str) -> str:
     """A local CTranslate2 folder, or a size name / hub repo id for faster-whisper to download."""
-    if model == "offline":
+    if model in OFFLINE_ASR_MODELS:
         from emotion_llama.sources import offline_file
 
-        # offline_file verifies model.bin; its folder also holds config, tokenizer and vocabulary.
-        return str(offline_file("whisper_tiny_en").parent)
+        # offline_file verifies model.bin (joining the chunks of the multilingual one into the cache
+        # once); its folder also holds the config, tokenizer and vocabulary.
+        return str(offline_file(OFFLINE_ASR_MODELS[model]).parent)
     local = Path(model).expanduser()
     if local.is_file() and local.name == "model.bin":
         local = local.parent
@@ -198,8 +238,8 @@ def _resolve_model(model: str) -> str:
     if model in available_models() or looks_like_repo:
         return model
     raise TranscriptError(
-        f"whisper model {model!r}: no such folder, and not one of 'offline', "
-        f"{', '.join(available_models())} or a hub repo id"
+        f"whisper model {model!r}: no such folder, and not one of "
+        f"{', '.join([*map(repr, OFFLINE_ASR_MODELS), *available_models()])} or a hub repo id"
     )
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.data.formats.clips import ClipResolver, label_target, open_feature_store
 from emotion_llama.data.samples import ReadReport, TrainDataError, TrainSample
+from emotion_llama.files import jsonl_objects
 from emotion_llama.prompts import TASKS
 
 #: Keys a JSONL line may have; other keys are ignored.
@@ -86,21 +86,13 @@ def read_jsonl(
 
 def _read_jsonl_entries(path: Path) -> list[_JsonlEntry]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TrainDataError(f"{path}: not UTF-8 text ({exc})") from None
-    entries: list[_JsonlEntry] = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainDataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise TrainDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        entries.append(_jsonl_entry(obj, path.parent, where, i))
+    entries = [
+        _jsonl_entry(obj, path.parent, f"{path}:{i}", i)
+        for i, obj in jsonl_objects(path, text, error=TrainDataError)
+    ]
     if not entries:
         raise TrainDataError(f"{path}: no lines")
     return entries

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from emotion_llama.data.samples import Clip, DataError
+from emotion_llama.data.samples import Clip, DataError, finite_number
 from emotion_llama.prompts import DFEW_LABELS
 
 _NCEV_FORMAT = "'name frame_count emotion [valence]'"
@@ -62,12 +61,7 @@ def read_ncev(path: str | Path, numeric_labels: tuple[str, ...] | None = None) -
 
 def _valence(text: str, where: str) -> float | None:
     """A valence field as a number; MER2023's placeholder -10 reads as None."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise DataError(f"{where}: valence {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise DataError(f"{where}: valence {text!r} is not a finite number")
+    v = finite_number(text, f"{where}: valence")
     return None if v == -10 else v
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emotion_llama.data.samples import Clip, DataError, ReadReport, TrainSample
+from emotion_llama.files import jsonl_objects
 
 if TYPE_CHECKING:
     from emotion_llama.config import EmotionLlamaConfig
@@ -186,19 +187,10 @@ def _csv_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _jsonl_rows(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    rows: list[tuple[str, dict[str, Any]]] = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((where, {str(k).lower(): v for k, v in obj.items() if v is not None and v != ""}))
-    return rows
+    return [
+        (f"{path}:{i}", {str(k).lower(): v for k, v in obj.items() if v is not None and v != ""})
+        for i, obj in jsonl_objects(path, text, error=DataError)
+    ]
 
 
 def _videos_by_stem(root: Path) -> dict[str, Path]:

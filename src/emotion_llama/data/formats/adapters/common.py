@@ -8,13 +8,12 @@ dataset's name and says which file or column is missing (``MELD: .../train_sent_
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from emotion_llama.data.formats.lists import read_csv_table
 from emotion_llama.data.formats.manifest import ManifestEntry
-from emotion_llama.data.samples import DataError
+from emotion_llama.data.samples import DataError, finite_number
 from emotion_llama.files import read_text
 
 #: Video file suffixes looked for when a dataset's clips may come in several containers.
@@ -92,13 +91,7 @@ def read_table(
 
 def number(text: str, where: str, dataset: str, what: str) -> float:
     """``text`` as a finite number, else the refusal naming ``where``."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise DataError(f"{dataset}: {where}: {what} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise DataError(f"{dataset}: {where}: {what} {text!r} is not a finite number")
-    return value
+    return finite_number(text, f"{dataset}: {where}: {what}")
 
 
 def sentiment_label(score: float, classes: int) -> str | None:
