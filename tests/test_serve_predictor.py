@@ -13,17 +13,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    from emotion_llama.media.samples import SAMPLE_SENTENCES, make_speaking_clip, real_media_dir
-
-    out = tmp_path_factory.mktemp("pred") / "smile.mp4"
-    try:
-        make_speaking_clip(
-            real_media_dir() / "WolfgangLanger_Pexels.mp4", SAMPLE_SENTENCES[1], out, start=8.0
-        )
-    except EmotionLlamaError as exc:
-        pytest.skip(str(exc))
-    return out
+def clip(speaking_clip: Path) -> Path:
+    return speaking_clip
 
 
 @pytest.fixture(scope="module")
