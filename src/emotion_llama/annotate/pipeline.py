@@ -69,6 +69,9 @@ class AnnotateOptions:
     #: Filter out records whose reasoning had to be written from the clues (the LLM failed the
     #: faithfulness check every time); by default they are kept, since that text is faithful.
     drop_grounded: bool = False
+    #: Language of the coarse captions' clue phrases and tone words: en (MERR's), zh (Chinese; see
+    #: annotate/clue_text_zh.py). The record's clue fields and the LLM's prompts stay English.
+    clue_language: str = "en"
 
 
 @dataclass
@@ -130,6 +133,16 @@ def _thumbnail(rgb: Any, side: int = 320) -> Any:
         if scale == 1.0
         else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     )
+
+
+def _clue_options(options: AnnotateOptions) -> dict[str, Any]:
+    """The options of :func:`~emotion_llama.annotate.records.clue_record` that a run sets."""
+    return {
+        "au_threshold": options.au_threshold,
+        "au_min_share": options.au_min_share,
+        "label_set": options.label_set,
+        "clue_language": options.clue_language,
+    }
 
 
 # -- the whole run -----------------------------------------------------------------------------------
@@ -204,14 +217,8 @@ def annotate_folder(
                     continue
                 result = replace(result, name=rid[path])
                 try:
-                    record = clue_record(
-                        result,
-                        labels=labels,
-                        au_threshold=options.au_threshold,
-                        au_min_share=options.au_min_share,
-                        label_set=options.label_set,
-                    )
-                    describe_peak(record, result, describer)
+                    record = clue_record(result, labels=labels, **_clue_options(options))
+                    describe_peak(record, result, describer, clue_language=options.clue_language)
                     save_clue_stage(out, result, record)
                     if store is not None and encoders is not None:
                         from emotion_llama.perception.pipeline import encode

@@ -35,9 +35,13 @@ def clue_record(
     au_threshold: float = 0.8,
     au_min_share: float = 0.5,
     label_set: tuple[str, ...] = LABELS,
+    clue_language: str = "en",
 ) -> dict[str, Any]:
     """The record of one clip from what perception found (no LLM involved): the clues, each
-    modality's vote (face, voice, words), their fusion into a label and a conflict flag."""
+    modality's vote (face, voice, words), their fusion into a label and a conflict flag.
+    ``clue_language``: the language of the coarse caption (``en``, ``zh``: see
+    :mod:`emotion_llama.annotate.clue_text_zh`); the clue fields stay English."""
+    from emotion_llama.annotate.clue_text_zh import check_clue_language, record_caption
     from emotion_llama.annotate.clues import (
         candidate_labels,
         coarse_caption,
@@ -55,6 +59,7 @@ def clue_record(
     )
     from emotion_llama.perception.prosody import describe_tone, measure_prosody
 
+    check_clue_language(clue_language)
     p = perception
     missing = list(p.missing)
     tl = p.timeline
@@ -92,7 +97,7 @@ def clue_record(
         face_dict = face.to_dict()
         if not face_dict["evidence"]:
             face_dict["evidence"] = phrases
-    return {
+    record = {
         "schema": SCHEMA,
         "name": p.name,
         "source": p.source,
@@ -134,27 +139,41 @@ def clue_record(
         "rejected_reasoning": [],
         "model_answer": None,
     }
+    if clue_language != "en":
+        record["caption"] = record_caption(record, clue_language)
+    return record
 
 
-def add_visual_objective(record: dict[str, Any], description: str | None, source: str) -> None:
-    """Put a vision-language description into the record and its coarse caption."""
+def add_visual_objective(
+    record: dict[str, Any], description: str | None, source: str, *, clue_language: str = "en"
+) -> None:
+    """Put a vision-language description into the record and its coarse caption (written in
+    ``clue_language``; the description itself is inserted as it is)."""
+    from emotion_llama.annotate.clue_text_zh import record_caption
     from emotion_llama.annotate.clues import coarse_caption
 
     if not description:
         record["missing"].append(f"visual objective: {source} gave no description")
         return
     record["visual_objective"] = description
+    if clue_language != "en":
+        record["caption"] = record_caption(record, clue_language)
+        return
     record["caption"] = coarse_caption(
         description, record["visual_expression"], record["audio_tone"], record["subtitle"] or None
     )
 
 
-def describe_peak(record: dict[str, Any], perception: Any, describer: Any | None) -> bool:
+def describe_peak(
+    record: dict[str, Any], perception: Any, describer: Any | None, *, clue_language: str = "en"
+) -> bool:
     """The describer's view of the clip's peak frame into the record (:func:`add_visual_objective`);
     ``False`` (nothing asked) without a describer or without a face."""
     if describer is None or perception.peak_frame is None:
         return False
-    add_visual_objective(record, describer.describe([perception.peak_frame])[0], describer.name)
+    add_visual_objective(
+        record, describer.describe([perception.peak_frame])[0], describer.name, clue_language=clue_language
+    )
     return True
 
 

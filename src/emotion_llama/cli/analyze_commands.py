@@ -305,6 +305,14 @@ def annotate(
     label_set: LabelSetOpt = "merr9",
     language: LanguageOpt = None,
     asr_model: AsrModelOpt = None,
+    clue_language: Annotated[
+        str,
+        typer.Option(
+            "--clue-language",
+            help="Language of the coarse captions' clue phrases and tone words: en (MERR's) or zh "
+            "(Chinese); the subtitle goes in as it is. The record's clue fields stay English.",
+        ),
+    ] = "en",
     drop_grounded: Annotated[
         bool,
         typer.Option(
@@ -337,6 +345,9 @@ def annotate(
     from emotion_llama.prompts import resolve_label_set
 
     check_dtype(llm_dtype)  # before any clip is perceived
+    from emotion_llama.annotate.clue_text_zh import check_clue_language
+
+    check_clue_language(clue_language, "--clue-language")
     if export:
         from emotion_llama.annotate.trainers import check_options
 
@@ -357,6 +368,7 @@ def annotate(
         llm_dtype=llm_dtype,
         max_new_tokens=max_new_tokens,
         drop_grounded=drop_grounded,
+        clue_language=clue_language,
     )
     config = _load_config(preset, language=language, asr_model=asr_model)
     s = annotate_folder(source.folder, out, config, options, problems=source.problems)

@@ -69,6 +69,8 @@ OFFLINE_ASR_MODELS: dict[str, str] = {"offline": "whisper_tiny_en", "offline-mul
 LANGUAGE_PRIMERS: dict[str, str] = {"zh": "以下是普通话的句子。"}
 
 
+# A word shorter than this was not spoken (word timings come in steps of 20 ms).
+_TIMELESS_S = 0.02
 # Whisper codes of languages written without spaces between words.
 _UNSPACED_LANGUAGES = frozenset({"zh", "yue", "ja", "th", "lo", "km", "my", "bo"})
 
@@ -196,6 +198,8 @@ class WhisperTranscriber:
             segments = list(segments)
         except (RuntimeError, ValueError) as exc:
             raise TranscriptError(f"{self.source}: transcription failed ({_first_line(exc)})") from None
+        # a segment "spoken" in no time lies past the speech: Whisper repeating itself at the end
+        segments = [seg for seg in segments if not _timeless(seg)]
         words: list[Word] = []
         for seg in segments:
             for w in seg.words or ():
@@ -214,6 +218,15 @@ class WhisperTranscriber:
             # on faint noise Whisper may "hear" only punctuation (". . . ."): nothing was said
             text, words = "", []
         return Transcript(text=text, language=info.language or self.language, words=words, source=self.source)
+
+
+def _timeless(segment: Any) -> bool:
+    """Whether most words of a segment (two or more) have no duration. Whisper sometimes repeats
+    the clip's sentence after its end, every word aligned to the last instant (seen on Mandarin
+    with a primed decoder and beam search); real words take time."""
+    words = [w for w in segment.words or () if w.word.strip()]
+    short = sum(float(w.end) - float(w.start) < _TIMELESS_S for w in words)
+    return len(words) >= 2 and 2 * short > len(words)
 
 
 # -- model loading ------------------------------------------------------------------------------
