@@ -377,26 +377,16 @@ def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> 
     ``extract`` resumed after a crash writes the same files as an uninterrupted run. Batched
     forwards do not guarantee that (kernels round differently for different batch sizes and
     padded lengths, see :mod:`emotion_llama.encoders.models`)."""
-    import torch
-
-    from emotion_llama.encoders.models import preprocess_frames
-    from emotion_llama.encoders.store import ClipFeatures
-
-    out: dict[str, ClipFeatures] = {}
-    dtype = next(encoders.local.parameters()).dtype
-
-    def vector(x: torch.Tensor) -> np.ndarray:
-        return x.float().cpu().numpy()
-
-    with torch.inference_mode():
-        for r in results:
-            if r.local_crops is None or r.temporal_crops is None or r.audio is None:
-                continue
-            local = encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype))
-            temporal = encoders.temporal.encode_clip(preprocess_frames(r.temporal_crops).to(device, dtype))
-            audio = encoders.audio.encode_clip(r.audio)
-            out[r.name] = ClipFeatures(local=vector(local), temporal=vector(temporal), audio=vector(audio))
-    return [out.get(r.name) for r in results]
+    complete = [
+        r
+        for r in results
+        if r.local_crops is not None and r.temporal_crops is not None and r.audio is not None
+    ]
+    feats = {
+        r.name: f
+        for r, (f, _) in zip(complete, encode_available(complete, encoders, device=device), strict=True)
+    }
+    return [feats.get(r.name) for r in results]
 
 
 def restrict_to(p: Perception, modalities: Sequence[str]) -> Perception:
@@ -436,12 +426,13 @@ def restrict_to(p: Perception, modalities: Sequence[str]) -> Perception:
 
 
 def encode_available(
-    results: list[Perception], encoders: Any, *, device: str = "cpu", skip: Sequence[frozenset[str]] = ()
+    results: list[Perception], encoders: Any, *, device: str = "cpu"
 ) -> list[tuple[Any, frozenset[str]]]:
     """Like :func:`encode`, for the feature parts each clip has: ``(ClipFeatures, absent parts)``
-    per result. A part the clip lacks (no face: ``face`` and ``motion``; no audio: ``audio``) or
-    that ``skip[i]`` names is absent: its vector is left at zero and must not be fed (the
-    processor gives absent parts no positions, :mod:`emotion_llama.modalities`)."""
+    per result, each clip alone through each encoder (see :func:`encode`). A part the clip lacks
+    (no face: ``face`` and ``motion``; no audio: ``audio``; no frame: ``frame``; a modality left out
+    by :func:`restrict_to` is lacking too) is absent: its vector is left at zero and must not be fed
+    (the processor gives absent parts no positions, :mod:`emotion_llama.modalities`)."""
     import torch
 
     from emotion_llama.encoders.models import preprocess_frames
@@ -450,8 +441,8 @@ def encode_available(
     dtype = next(encoders.local.parameters()).dtype
     out: list[tuple[Any, frozenset[str]]] = []
     with torch.inference_mode():
-        for i, r in enumerate(results):
-            absent = set(skip[i]) if i < len(skip) else set()
+        for r in results:
+            absent: set[str] = set()
             if r.local_crops is None:
                 absent.add("face")
             if r.temporal_crops is None:
