@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from emotion_llama.annotate.clues import CaptionText, coarse_caption
 from emotion_llama.errors import EmotionLlamaError
 
 #: The languages of ``--clue-language``; English is the default and the MERR original.
@@ -123,6 +124,18 @@ def tone_zh(tone: str | None, tone_words: Sequence[str]) -> str | None:
     return _LIST_SEP.join(words) if words else MODERATE_TONE_ZH
 
 
+#: The coarse caption's sentences in Chinese (the same sentences as SPEC's English ones).
+CAPTION_ZH = CaptionText(
+    objective="视频中的人物：{vo}" + _FULL_STOP,
+    both="人物的表情和动作包括{ve}，说话时{at}" + _FULL_STOP,
+    expression="人物的表情和动作包括{ve}" + _FULL_STOP,
+    tone="人物说话时{at}" + _FULL_STOP,
+    said="说道：{st}",
+    joiner="",
+    stops=_TRAILING_STOPS,
+)
+
+
 def coarse_caption_zh(
     visual_objective: str | None,
     visual_expression: str | None,
@@ -137,22 +150,7 @@ def coarse_caption_zh(
 
     The first three parts lose one trailing full stop (``.`` or ``。``); the subtitle is kept as it
     is apart from surrounding space. ``""`` with no part at all."""
-    vo = _strip(visual_objective, trim_stop=True)
-    ve = _strip(visual_expression, trim_stop=True)
-    at = _strip(audio_tone, trim_stop=True)
-    st = _strip(subtitle, trim_stop=False)
-    sentences: list[str] = []
-    if vo is not None:
-        sentences.append(f"视频中的人物：{vo}{_FULL_STOP}")
-    if ve is not None and at is not None:
-        sentences.append(f"人物的表情和动作包括{ve}，说话时{at}{_FULL_STOP}")
-    elif ve is not None:
-        sentences.append(f"人物的表情和动作包括{ve}{_FULL_STOP}")
-    elif at is not None:
-        sentences.append(f"人物说话时{at}{_FULL_STOP}")
-    if st is not None:
-        sentences.append(f"说道：{st}")
-    return "".join(sentences)
+    return coarse_caption(visual_objective, visual_expression, audio_tone, subtitle, CAPTION_ZH)
 
 
 def record_caption(record: Mapping[str, Any], language: str = "en") -> str:

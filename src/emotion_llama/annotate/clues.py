@@ -211,7 +211,7 @@ def frequent_aus(tl: AUTimeline, top_k: int = 5, threshold: float = ACTIVE_THRES
 
 
 # -- coarse caption ---------------------------------------------------------------------------------
-def _part(text: str | None, trim_period: bool) -> str | None:
+def _part(text: str | None, trim_period: bool, stops: tuple[str, ...] = (".",)) -> str | None:
     """A caption part without surrounding space; ``None`` for absent or blank parts.
 
     The template supplies its own punctuation after the first three parts, so one trailing full
@@ -220,9 +220,34 @@ def _part(text: str | None, trim_period: bool) -> str | None:
     if text is None:
         return None
     text = text.strip()
-    if trim_period and text.endswith(".") and not text.endswith(".."):
+    if trim_period and text.endswith(stops) and not text.endswith(".."):
         text = text[:-1].rstrip()
     return text or None
+
+
+@dataclass(frozen=True)
+class CaptionText:
+    """The sentences of the coarse caption in one language (``{}`` is the part): the objective
+    description, expression and tone together, the expression alone, the tone alone, the
+    subtitle; how sentences are joined; the full stops a part loses at its end."""
+
+    objective: str
+    both: str
+    expression: str
+    tone: str
+    said: str
+    joiner: str = " "
+    stops: tuple[str, ...] = (".",)
+
+
+#: SPEC 6 step 8, word for word.
+CAPTION_EN = CaptionText(
+    objective="This person in the video is {vo}.",
+    both="The person's expression and actions include {ve}, and the person's tone is {at}.",
+    expression="The person's expression and actions include {ve}.",
+    tone="The person's tone is {at}.",
+    said="Saying: {st}",
+)
 
 
 def coarse_caption(
@@ -230,6 +255,7 @@ def coarse_caption(
     visual_expression: str | None,
     audio_tone: str | None,
     subtitle: str | None,
+    text: CaptionText = CAPTION_EN,
 ) -> str:
     """The MERR coarse caption (SPEC 6 step 8).
 
@@ -251,22 +277,22 @@ def coarse_caption(
     template adds its own). With no part at all the caption is ``""`` (a clip without face, voice
     or words is left out of the coarse set by the caller, not an error in a batch run).
     """
-    vo = _part(visual_objective, trim_period=True)
-    ve = _part(visual_expression, trim_period=True)
-    at = _part(audio_tone, trim_period=True)
+    vo = _part(visual_objective, trim_period=True, stops=text.stops)
+    ve = _part(visual_expression, trim_period=True, stops=text.stops)
+    at = _part(audio_tone, trim_period=True, stops=text.stops)
     st = _part(subtitle, trim_period=False)
     sentences: list[str] = []
     if vo is not None:
-        sentences.append(f"This person in the video is {vo}.")
+        sentences.append(text.objective.format(vo=vo))
     if ve is not None and at is not None:
-        sentences.append(f"The person's expression and actions include {ve}, and the person's tone is {at}.")
+        sentences.append(text.both.format(ve=ve, at=at))
     elif ve is not None:
-        sentences.append(f"The person's expression and actions include {ve}.")
+        sentences.append(text.expression.format(ve=ve))
     elif at is not None:
-        sentences.append(f"The person's tone is {at}.")
+        sentences.append(text.tone.format(at=at))
     if st is not None:
-        sentences.append(f"Saying: {st}")
-    return " ".join(sentences)
+        sentences.append(text.said.format(st=st))
+    return text.joiner.join(sentences)
 
 
 # -- clues for the LLM ------------------------------------------------------------------------------
