@@ -25,7 +25,16 @@ NAME_PATTERN = re.compile(RECORD_SCHEMA["properties"]["name"]["pattern"])
 #: A POSIX file name: any bytes but "/" and NUL, 1 to 200 of them (the store adds a suffix).
 file_names = st.binary(min_size=1, max_size=200).filter(lambda b: b"/" not in b and b"\0" not in b)
 #: ...and the kinds users actually produce, so they are always among the examples.
-TRICKY = [b"bad_\xff", b"with space", b"-lead", "ünïcødé 情绪".encode(), b"tab\there", b"x" * 200, b"a\nb"]
+TRICKY = [
+    b"bad_\xff",
+    b"with space",
+    b"-lead",
+    "ünïcødé 情绪".encode(),
+    b"tab\there",
+    b"x" * 200,
+    b"a\nb",
+    b"name",
+]
 
 
 def as_name(raw: bytes) -> str:
@@ -42,8 +51,8 @@ def test_record_id_is_a_safe_token_and_printable_is_text(raw):
     shown = printable(name)
     assert shown.isprintable() and shown.encode("utf-8")
     # the JSON form is valid UTF-8 and reads back as the very name, bytes and all
-    text = json_dumps({"name": name, name: 1})
-    assert json.loads(text.encode("utf-8").decode("utf-8")) == {"name": name, name: 1}
+    text = json_dumps({"name": name, "keyed": {name: 1}})  # a name as a value and as a key
+    assert json.loads(text.encode("utf-8").decode("utf-8")) == {"name": name, "keyed": {name: 1}}
     assert os.fsencode(json.loads(text)["name"]) == raw
 
 
