@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.tokenizer import batch_decode
 
 Message = dict[str, str]
 
@@ -178,7 +179,7 @@ class HFChatLLM:
             with torch.no_grad():
                 ids = self.model.generate(**enc, **kwargs, pad_token_id=self.tokenizer.pad_token_id)
             new = ids[:, enc["input_ids"].shape[1] :]
-            out.extend(t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True))
+            out.extend(t.strip() for t in batch_decode(self.tokenizer, new))
         return out
 
     def chat_stream(self, conversation: list[Message], params: ChatParams) -> Iterator[str]:

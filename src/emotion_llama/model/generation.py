@@ -14,6 +14,7 @@ from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.model.processor import EmotionLlamaProcessor
+from emotion_llama.model.tokenizer import batch_decode
 from emotion_llama.prompts import clean_generation
 
 
@@ -116,5 +117,5 @@ class Generator:
                 top_p=gen.top_p, temperature=gen.temperature, repetition_penalty=gen.repetition_penalty
             )
         ids = self.model.generate(**inputs.as_kwargs(), **kwargs)
-        texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        texts = batch_decode(self.processor.tokenizer, ids)
         return [clean_generation(t) for t in texts]
