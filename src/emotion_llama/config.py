@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from emotion_llama.errors import ConfigError
-from emotion_llama.files import read_json, read_yaml
+from emotion_llama.files import atomic_write_text, read_json, read_yaml
 
 Layout = Literal["training", "inference"]
 FrameChoice = Literal["first", "middle", "peak", "random"]
@@ -291,7 +292,14 @@ class EmotionLlamaConfig:
         return asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        """Write the config; local paths among its weight sources (:data:`PATH_FIELDS`) are
+        written relative to the file's folder (``./llm``, ``../models/Llama-2-7b-chat-hf``), and
+        also as they were under ``_absolute_paths``, so a checkpoint folder moved with its models,
+        or moved alone on the same machine, still finds them. Hub ids and source names stay as
+        they are."""
+        path = Path(path)
+        data = portable_paths(self.to_dict(), path.parent)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | Path | None = None) -> EmotionLlamaConfig:
@@ -309,7 +317,65 @@ class EmotionLlamaConfig:
         data = read_json(path, error=ConfigError)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a JSON object at the top level")
-        return cls.from_dict(data, source=path)
+        return cls.from_dict(located_paths(data, path.parent), source=path)
+
+
+#: The config fields that may name a local file or folder (the rest are sizes and switches).
+PATH_FIELDS: tuple[tuple[str, str], ...] = (
+    ("llm", "name_or_path"),
+    ("llm", "tokenizer"),
+    ("vision", "weights"),
+    ("perception", "local_encoder"),
+    ("perception", "temporal_encoder"),
+    ("perception", "audio_encoder"),
+    ("perception", "asr_model"),
+)
+ABSOLUTE_PATHS = "_absolute_paths"
+_RELATIVE = ("./", "../")
+
+
+def _is_local_path(value: str) -> bool:
+    """A value that names an existing local file or folder by a path (hub ids, source names and
+    size names such as ``tiny.en`` have no such form or do not exist here)."""
+    looks_like_path = "/" in value or value.startswith((".", "~"))
+    return looks_like_path and Path(value).expanduser().exists()
+
+
+def portable_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` (a config dict) with its local paths made relative to ``folder``; the absolute
+    paths are kept under ``_absolute_paths`` (``{"llm.name_or_path": "/models/..."}``)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    base = folder.resolve()
+    absolute: dict[str, str] = {}
+    for part, name in PATH_FIELDS:
+        value = out.get(part, {}).get(name)
+        if isinstance(value, str) and not value.startswith(_RELATIVE) and _is_local_path(value):
+            path = Path(value).expanduser().resolve()
+            rel = os.path.relpath(path, base)
+            out[part][name] = rel if rel.startswith("../") else f"./{rel}"
+            absolute[f"{part}.{name}"] = str(path)
+    if absolute:
+        out[ABSOLUTE_PATHS] = absolute
+    return out
+
+
+def located_paths(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The inverse of :func:`portable_paths`: each ``./``/``../`` path resolved against the
+    config file's folder, else (the file was moved without what it names) the absolute path it
+    was written from; when neither exists, the first (and the error that follows names it)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    absolute = out.pop(ABSOLUTE_PATHS, None)
+    absolute = absolute if isinstance(absolute, dict) else {}
+    for part, name in PATH_FIELDS:
+        value = out.get(part, {}).get(name) if isinstance(out.get(part), dict) else None
+        if not isinstance(value, str) or not value.startswith(_RELATIVE):
+            continue
+        candidates = [folder / value]
+        if isinstance(absolute.get(f"{part}.{name}"), str):
+            candidates.append(Path(absolute[f"{part}.{name}"]))
+        found = next((c for c in candidates if c.exists()), candidates[0])
+        out[part][name] = str(found.resolve())
+    return out
 
 
 def _build_dataclass(cls: Any, data: dict[str, Any], where: str) -> Any:
@@ -383,7 +449,21 @@ def tiny_config() -> EmotionLlamaConfig:
     )
 
 
-PRESETS = {"paper": paper_config, "tiny": tiny_config}
+def paper_official_config() -> EmotionLlamaConfig:
+    """``paper`` with the authors' own MAE and VideoMAE files as the local and temporal encoders
+    (source names ``mae_emotion_llama``, ``videomae_emotion_llama``): the released checkpoints
+    were trained on their features, and the public MAE/VideoMAE give other ones. The files are a
+    browser download from the authors' Google Drive (``emotion-llama fetch paper`` says where to
+    put them)."""
+    return EmotionLlamaConfig(
+        name="paper-official",
+        perception=PerceptionConfig(
+            local_encoder="mae_emotion_llama", temporal_encoder="videomae_emotion_llama"
+        ),
+    )
+
+
+PRESETS = {"paper": paper_config, "paper-official": paper_official_config, "tiny": tiny_config}
 
 
 def get_preset(name: str) -> EmotionLlamaConfig:

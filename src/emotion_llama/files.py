@@ -24,6 +24,16 @@ from emotion_llama.errors import EmotionLlamaError
 TMP_SUFFIX = ".tmp"
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask, read once at import (reading it means setting it, which is not thread-safe).
+UMASK = _read_umask()
+
+
 def _temp_name(path: Path) -> str:
     return f".{path.name[:64]}."
 
@@ -39,6 +49,7 @@ def atomic_output(path: str | Path, *, folder: bool = False) -> Iterator[Path]:
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_name(path), suffix=TMP_SUFFIX))
     else:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_name(path), suffix=TMP_SUFFIX)
+        os.fchmod(fd, 0o666 & ~UMASK)  # temp files are 0600; the final file follows the umask
         os.close(fd)
         tmp = Path(name)
     try:

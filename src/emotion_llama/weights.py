@@ -7,7 +7,6 @@ checkpoints and the frozen encoders' weights both read through here.
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -89,6 +88,3 @@ def write_safetensors(state: dict[str, torch.Tensor], path: Path, meta: dict[str
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # temp files are 0600; follow the user's umask

@@ -79,20 +79,97 @@ def convert_authors(
 
 @convert_app.command("eva")
 def convert_eva(
-    checkpoint: Annotated[Path, typer.Argument(help="BLIP-2's eva_vit_g.pth.")],
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="BLIP-2's eva_vit_g.pth, a BLIP-2 model folder or hub id (Salesforce/blip2-opt-2.7b: "
+            "its vision tower), or the source name eva_vit_g."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors file.")],
     preset: PresetOpt = "paper",
 ) -> None:
     """Convert BLIP-2's EVA ViT-g weights to transformers' Blip2VisionModel key names, with the
-    position grid interpolated to the preset's image size (448 px for ``paper``)."""
+    position grid interpolated to the preset's image size (448 px for ``paper``). Name the output
+    as ``vision.weights``: it loads as it is, without converting the 4 GB file again."""
     from emotion_llama.config import load_config
-    from emotion_llama.model.checkpoint import load_eva_vit_g, write_safetensors
+    from emotion_llama.model.checkpoint import load_vision_weights, write_safetensors
 
     config = load_config(preset)
     _out_file("--out", out)
-    state = load_eva_vit_g(str(checkpoint), config.vision)
+    state = load_vision_weights(checkpoint, config.vision)
     write_safetensors(state, out, {"format": "blip2-vision", "image_size": str(config.vision.image_size)})
-    console.print(f"wrote {out} ({len(state)} tensors)")
+    console.print(f"wrote {out} ({len(state)} tensors); use it as vision.weights: {out.resolve()}")
+
+
+@app.command("fetch")
+def fetch_cmd(
+    names: Annotated[
+        list[str],
+        typer.Argument(help="`paper` (everything the paper model needs), or source names (docs/models.md)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="`paper`: where its config and checkpoints go (default CACHE/paper)."
+        ),
+    ] = None,
+) -> None:
+    """Fetch and verify model files into the cache. `paper`: LLaMA-2-7B-chat, EVA ViT-g (converted
+    once to 448 px), chinese-hubert-large, the authors' MAE/VideoMAE and released checkpoints (a
+    browser download: it says which file to place where), then OUT/paper-official.yaml with every
+    source a local path and OUT/checkpoints/NAME for each released checkpoint. A file nobody
+    publishes a sha256 for is pinned the first time and verified from then on. Exit 1 when
+    something is missing."""
+    from emotion_llama.model.paper_setup import Step, _fetch_step, setup_paper
+
+    steps: list[Step] = []
+    for name in names:
+        steps += setup_paper(out) if name == "paper" else [_fetch_step(name, name)]
+    table = Table(title="fetch")
+    for column in ("step", "", "path / what to do"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        mark = "[green]ok[/]" if step.ok else "[red]missing[/]"
+        table.add_row(step.name, mark, escape(str(step.path) if step.ok else step.detail))
+    console.print(table)
+    if any(not s.ok for s in steps):
+        raise typer.Exit(code=1)
+
+
+def _source_opt(what: str) -> object:
+    return typer.Option(help=f"New {what}: a local path, a hub id or a source name.")
+
+
+@app.command()
+def repoint(
+    model_dir: Annotated[Path, typer.Argument(help="A checkpoint folder, a run folder or a best/last file.")],
+    llm: Annotated[str | None, _source_opt("LLM (llm.name_or_path)")] = None,
+    tokenizer: Annotated[str | None, _source_opt("tokenizer (llm.tokenizer)")] = None,
+    vision: Annotated[str | None, _source_opt("ViT weights (vision.weights)")] = None,
+    local_encoder: Annotated[str | None, _source_opt("local encoder (MAE)")] = None,
+    temporal_encoder: Annotated[str | None, _source_opt("temporal encoder (VideoMAE)")] = None,
+    audio_encoder: Annotated[str | None, _source_opt("audio encoder (HuBERT)")] = None,
+) -> None:
+    """Point a checkpoint at its base models where they are now: a folder copied to another
+    machine, a LLaMA folder that moved. Rewrites config.json (local paths relative to the folder,
+    as every checkpoint writes them); the weights are not touched."""
+    from emotion_llama.model.checkpoint import repoint as repoint_checkpoint
+
+    changes = repoint_checkpoint(
+        model_dir,
+        llm=llm,
+        tokenizer=tokenizer,
+        vision=vision,
+        local_encoder=local_encoder,
+        temporal_encoder=temporal_encoder,
+        audio_encoder=audio_encoder,
+    )
+    if not changes:
+        err_console.print("nothing to change: give --llm, --vision, ... (see --help)")
+        raise typer.Exit(code=2)
+    for name, before, after in changes:
+        console.print(f"{name}: {escape(str(before))} -> {escape(after)}", highlight=False)
 
 
 @app.command("export-merged")

@@ -9,18 +9,27 @@ On ``device="meta"`` nothing is allocated and nothing is loaded (``inspect``).
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from emotion_llama.config import EmotionLlamaConfig, VisionConfig
-from emotion_llama.errors import ConfigError
-from emotion_llama.model.keys import ADAPTER, PROJECTIONS, convert_eva_state, is_trainable_key
+from emotion_llama.errors import CheckpointError, ConfigError
+from emotion_llama.model.keys import (
+    ADAPTER,
+    PROJECTIONS,
+    blip2_vision_state,
+    convert_eva_state,
+    is_blip2_vision_state,
+    is_trainable_key,
+)
 from emotion_llama.model.modeling import EmotionLlama, GlobalEncoder
-from emotion_llama.weights import read_torch_file
+from emotion_llama.weights import read_safetensors, read_torch_file
 
-__all__ = ["ADAPTER", "build_model", "load_eva_vit_g", "parameter_counts", "set_trainable"]
+__all__ = ["ADAPTER", "build_model", "load_vision_weights", "parameter_counts", "set_trainable"]
 
 
 # -- LLM -----------------------------------------------------------------------------------------
@@ -37,7 +46,9 @@ def resolve_llm_sizes(config: EmotionLlamaConfig) -> EmotionLlamaConfig:
     try:
         hf = AutoConfig.from_pretrained(m.name_or_path, revision=m.revision)
     except OSError as exc:
-        raise ConfigError(f"cannot read the config of LLM {m.name_or_path!r}: {exc}") from None
+        raise ConfigError(
+            f"cannot read the config of LLM {m.name_or_path!r}: {exc}{_repoint_hint(m.name_or_path, '--llm')}"
+        ) from None
     hf = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
     found = {
         "hidden_size": hf.hidden_size,
@@ -52,6 +63,16 @@ def resolve_llm_sizes(config: EmotionLlamaConfig) -> EmotionLlamaConfig:
         if given is not None and v is not None and given != v:
             raise ConfigError(f"config {config.name!r}: llm.{k}={given} but {m.name_or_path} has {k}={v}")
     return replace(config, llm=replace(m, model_type=hf.model_type, **found))
+
+
+def _repoint_hint(name: str, option: str) -> str:
+    """For a local path that is not there: how to point a moved or copied checkpoint elsewhere."""
+    if not Path(name).is_absolute() or Path(name).exists():
+        return ""
+    return (
+        f" No such folder here: if this checkpoint was moved or copied from another machine, "
+        f"re-point it with `emotion-llama repoint CKPT {option} PATH_OR_HUB_ID` (or edit its config.json)."
+    )
 
 
 def _hf_llm_config(config: EmotionLlamaConfig) -> Any:
@@ -94,7 +115,7 @@ def build_llm(
             raise ConfigError(
                 f"cannot load the LLM {m.name_or_path!r}: {exc}. Download it first (for LLaMA-2: "
                 "accept the licence on the hub, `hf auth login`) or point llm.name_or_path at a "
-                "local folder."
+                f"local folder.{_repoint_hint(m.name_or_path, '--llm')}"
             ) from None
     return AutoModelForCausalLM.from_config(_hf_llm_config(config), dtype=dtype)
 
@@ -147,7 +168,7 @@ def build_model(
         if enc_state:
             encoder.load_state_dict(enc_state, strict=True)
         elif pretrained and config.vision.weights is not None:
-            encoder.vit.load_state_dict(load_eva_vit_g(config.vision.weights, config.vision))
+            encoder.vit.load_state_dict(load_vision_weights(config.vision.weights, config.vision))
         llm = add_lora(llm, config)
         model = EmotionLlama(config, encoder, llm).to(dtype)
     set_trainable(model)
@@ -208,12 +229,100 @@ def parameter_counts(model: EmotionLlama) -> dict[str, int]:
     return counts
 
 
-def load_eva_vit_g(weights: str, vision: VisionConfig) -> dict[str, torch.Tensor]:
-    """Fetch (by source name or path), verify, read and convert BLIP-2's ``eva_vit_g.pth``."""
-    from emotion_llama.sources import fetch
+def load_vision_weights(weights: str, vision: VisionConfig) -> dict[str, torch.Tensor]:
+    """The global encoder's ViT state from what ``vision.weights`` names: a source name (the
+    ``eva_vit_g`` download), BLIP-2's LAVIS ``eva_vit_g.pth`` (converted, grid interpolated), a
+    ``.safetensors`` written by ``emotion-llama convert eva`` (read as it is: no 4 GB pickle to
+    convert again), a BLIP-2 model folder or hub id (e.g. ``Salesforce/blip2-opt-2.7b``: only its
+    vision tower's tensors are read), or a ``Blip2VisionModel`` folder."""
+    from emotion_llama.sources import SOURCES, fetch
 
-    path = fetch(weights)
+    local = Path(weights).expanduser()
+    if weights in SOURCES or "://" in weights:
+        path = fetch(weights)
+    elif local.exists():
+        path = local
+    elif _looks_like_hub_id(weights):
+        path = _hub_vision_folder(weights)
+    else:
+        raise CheckpointError(
+            local,
+            "vision.weights names no such file or folder, no source and no hub model (give BLIP-2's "
+            "eva_vit_g.pth, a converted .safetensors, a BLIP-2 folder or hub id, or the source name "
+            "eva_vit_g)." + _repoint_hint(weights, "--vision"),
+        )
+    if path.is_dir():
+        return blip2_vision_state(_vision_tensors_of_folder(path), vision, path)
+    if _is_safetensors(path):
+        return blip2_vision_state(read_safetensors(path), vision, path)
     raw = read_torch_file(path)
     if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
         raw = raw["model"]
+    if not isinstance(raw, dict):
+        raise CheckpointError(path, f"expected a dict of tensors, found a {type(raw).__name__}")
+    if is_blip2_vision_state(raw):
+        return blip2_vision_state(raw, vision, path)
     return convert_eva_state(raw, vision, path)
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
+
+
+def _is_safetensors(path: Path) -> bool:
+    """By name, or by content: an 8-byte little-endian header length, then the JSON header."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (1 << 32)
+
+
+def _vision_tensors_of_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """The ``vision_model.*`` tensors of a Hugging Face model folder (every tensor of a
+    ``Blip2VisionModel`` folder), reading only the shards that hold them."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        vision = {k: f for k, f in weight_map.items() if k.startswith("vision_model.")} or weight_map
+        shards = sorted(set(vision.values()))
+    elif (folder / "model.safetensors").is_file():
+        shards = ["model.safetensors"]
+    else:
+        bins = sorted(p.name for p in folder.glob("pytorch_model*.bin"))
+        if not bins:
+            raise CheckpointError(folder, "holds no model.safetensors (or shards) and no pytorch_model.bin")
+        state: dict[str, torch.Tensor] = {}
+        for name in bins:
+            state.update(read_torch_file(folder / name))
+        return state
+    out: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        with safe_open(str(folder / shard), framework="pt") as fh:
+            keys = list(fh.keys())
+            prefixed = [k for k in keys if k.startswith("vision_model.")]
+            for k in prefixed or keys:
+                out[k] = fh.get_tensor(k)
+    return out
+
+
+def _hub_vision_folder(repo: str) -> Path:
+    """A local folder with a hub BLIP-2 model's configs and only the weight shards that hold its
+    vision tower (a few hundred MB of BLIP-2 OPT-2.7B's 15 GB)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo, allow_patterns=["*.json"]))
+        index = folder / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            for shard in sorted({f for k, f in weight_map.items() if k.startswith("vision_model.")}):
+                hf_hub_download(repo, shard)
+        else:
+            hf_hub_download(repo, "model.safetensors")
+    except Exception as exc:  # the hub client raises many types; all mean "not available"
+        raise CheckpointError(repo, f"cannot fetch the BLIP-2 vision tower from the hub: {exc}") from None
+    return folder

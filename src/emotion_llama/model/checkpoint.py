@@ -23,18 +23,19 @@ import copy
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from emotion_llama.config import EmotionLlamaConfig
+from emotion_llama.config import EmotionLlamaConfig, portable_paths
 from emotion_llama.errors import CheckpointError
 from emotion_llama.model.builder import (
     base_llm_state_dict,
     build_model,
     frozen_state_dict,
-    load_eva_vit_g,
+    load_vision_weights,
     resolve_llm_sizes,
 )
 from emotion_llama.model.keys import (
@@ -68,13 +69,14 @@ __all__ = [
     "export_merged",
     "interpolate_position_embedding",
     "is_checkpoint_folder",
-    "load_eva_vit_g",
     "load_pretrained",
     "load_trainable",
+    "load_vision_weights",
     "merge_lora_state",
     "read_authors_checkpoint",
     "read_safetensors",
     "read_torch_file",
+    "repoint",
     "resolve_checkpoint",
     "save_pretrained",
     "trainable_state",
@@ -279,13 +281,51 @@ def load_pretrained(
     return model.to(device)
 
 
+#: ``repoint`` options -> the config fields they set.
+REPOINT_FIELDS = {
+    "llm": ("llm", "name_or_path"),
+    "tokenizer": ("llm", "tokenizer"),
+    "vision": ("vision", "weights"),
+    "local_encoder": ("perception", "local_encoder"),
+    "temporal_encoder": ("perception", "temporal_encoder"),
+    "audio_encoder": ("perception", "audio_encoder"),
+}
+
+
+def repoint(model_dir: str | Path, **targets: str | None) -> list[tuple[str, str | None, str]]:
+    """Point a checkpoint's weight sources elsewhere (a checkpoint copied to another machine, a
+    LLaMA folder that moved): ``targets`` are :data:`REPOINT_FIELDS` names -> a local path, hub id
+    or source name. Rewrites ``config.json`` (paths relative to the folder, as every checkpoint
+    writes them) and returns ``(field, before, after)`` for each change. The weights are not
+    touched, and the new sources are read only when the checkpoint is loaded."""
+    root = resolve_checkpoint(model_dir)
+    config = EmotionLlamaConfig.from_json(root / CONFIG_FILE)
+    changes: list[tuple[str, str | None, str]] = []
+    for option, value in targets.items():
+        if value is None:
+            continue
+        if option not in REPOINT_FIELDS:
+            raise ValueError(f"unknown field {option!r}; choose from {', '.join(REPOINT_FIELDS)}")
+        part, name = REPOINT_FIELDS[option]
+        section = getattr(config, part)
+        before = getattr(section, name)
+        if Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())
+        config = replace(config, **{part: replace(section, **{name: value})})
+        changes.append((f"{part}.{name}", before, value))
+    config.validate(root / CONFIG_FILE)
+    config.to_json(root / CONFIG_FILE)
+    return changes
+
+
 # -- the authors' checkpoints --------------------------------------------------------------------
 def convert_authors_checkpoint(
     pth: str | Path, config: EmotionLlamaConfig, out_dir: str | Path
 ) -> tuple[Path, list[str]]:
     """An authors' ``.pth`` -> a project checkpoint folder. Needs no base-model weights: only the
     trainable part is mapped. Returns the folder and the unexpected keys that were skipped."""
-    config = config.validate()
+    # the expected key table needs the LLM's sizes: read them from the named LLM when left open
+    config = resolve_llm_sizes(config.validate())
     raw = read_authors_checkpoint(pth)
     state, unexpected = convert_authors_state(raw, config, pth)
     out = Path(out_dir)
@@ -330,5 +370,5 @@ def export_merged(model_dir: str | Path, out_dir: str | Path) -> Path:
         )
     info = config.to_dict()
     info["merged"] = {"llm": "llm", "lora_scale": config.lora.scale}
-    (out / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(portable_paths(info, out), indent=2) + "\n")
     return out

@@ -238,6 +238,67 @@ def convert_eva_state(
     return out
 
 
+_BLIP2_LAYER_PARTS = (
+    "layer_norm1",
+    "layer_norm2",
+    "mlp.fc1",
+    "mlp.fc2",
+    "self_attn.projection",
+    "self_attn.qkv",
+)
+
+
+def blip2_vision_keys(vision: VisionConfig) -> list[str]:
+    """The keys of ``Blip2VisionModel`` that the global encoder loads (its ``post_layernorm`` is
+    not used: the authors' ViT has no final norm)."""
+    keys = [
+        "embeddings.class_embedding",
+        "embeddings.position_embedding",
+        "embeddings.patch_embedding.weight",
+        "embeddings.patch_embedding.bias",
+    ]
+    for i in range(vision.num_layers):
+        keys += [f"encoder.layers.{i}.{part}.{w}" for part in _BLIP2_LAYER_PARTS for w in ("weight", "bias")]
+    return keys
+
+
+def is_blip2_vision_state(raw: dict[str, Any]) -> bool:
+    """Whether ``raw`` holds transformers' ``Blip2VisionModel`` names (a converted file, a BLIP-2
+    hub model's ``vision_model.*`` tensors) rather than LAVIS's (``cls_token``, ``blocks.i``)."""
+    return any(
+        isinstance(k, str) and k.removeprefix("vision_model.") == "embeddings.class_embedding" for k in raw
+    )
+
+
+def blip2_vision_state(
+    raw: dict[str, Any], vision: VisionConfig, source: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """Tensors under ``Blip2VisionModel`` names -> the global encoder's ViT state: a whole BLIP-2
+    model's ``vision_model.*`` part (its Q-Former and language model are dropped), or a file
+    written by ``convert eva``; ``post_layernorm`` left out, the position grid resized to the
+    config's image size (a hub model is at 224 px). Strict about the keys the encoder needs."""
+    if any(isinstance(k, str) and k.startswith("vision_model.") for k in raw):
+        raw = {k[len("vision_model.") :]: v for k, v in raw.items() if k.startswith("vision_model.")}
+    wanted = blip2_vision_keys(vision)
+    missing = [k for k in wanted if k not in raw]
+    if missing:
+        raise CheckpointError(source, f"{len(missing)} ViT key(s) missing: {few_keys(missing)}")
+    layers = {k.split(".")[2] for k in raw if k.startswith("encoder.layers.")}
+    extra = sorted(layers - {str(i) for i in range(vision.num_layers)}, key=int)
+    if extra:
+        raise CheckpointError(
+            source, f"the file has layers {few_keys(extra)} beyond vision.num_layers={vision.num_layers}"
+        )
+    out = {k: raw[k] for k in wanted}
+    width = out["embeddings.class_embedding"].shape[-1]
+    if width != vision.hidden_size:
+        raise CheckpointError(source, f"ViT width {width} != vision.hidden_size {vision.hidden_size}")
+    out["embeddings.position_embedding"] = interpolate_position_embedding(
+        out["embeddings.position_embedding"], vision.grid
+    )
+    return out
+
+
 def merge_lora_state(
     base: dict[str, torch.Tensor], lora: dict[str, torch.Tensor], scale: float
 ) -> dict[str, torch.Tensor]:
