@@ -39,7 +39,7 @@ def test_fetch_local_path_and_unknown(tmp_path):
 
 def test_every_source_says_where_it_comes_from():
     for s in SOURCES.values():
-        assert s.url or s.hub_repo, s.name
+        assert s.url or s.hub_repo or s.browser_url, s.name
 
 
 @pytest.mark.slow

@@ -9,15 +9,17 @@ sha256, and writes atomically (a partial download never looks finished). No torc
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from emotion_llama.errors import EmotionLlamaError
-from emotion_llama.files import atomic_output
+from emotion_llama.files import atomic_output, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,22 @@ class Source:
     #: Files a model folder needs beside the offline file, in the first package's folder beside its
     #: file: (file name, sha256). They are copied next to a joined file, and checked in any case.
     offline_companions: tuple[tuple[str, str], ...] = ()
+    #: A page where a person downloads the file with a browser (Google Drive folders, files behind
+    #: a confirmation page). Without ``url`` and ``hub_repo`` the file is only ever placed by hand
+    #: at :func:`placed_path`; with a ``url`` it is the fallback when the download fails.
+    browser_url: str | None = None
     note: str = ""
 
+    @property
+    def file_name(self) -> str:
+        """The file's name in the cache: ``filename``, else the URL's last segment."""
+        if self.filename:
+            return self.filename
+        return Path((self.url or "").split("?")[0]).name or self.name
+
+
+#: The authors' Google Drive folder: MER2024-best.pth, the MAE/VideoMAE checkpoints, feature code.
+_AUTHORS_FOLDER = "https://drive.google.com/drive/folders/1d-Sg5fAskt2s6OOEUNXFaM2u-C055Whj"
 
 SOURCES: dict[str, Source] = {
     s.name: s
@@ -61,13 +77,41 @@ SOURCES: dict[str, Source] = {
             "emotion_llama_demo",
             "the authors' Emotion-LLaMA checkpoint (reasoning/demo model, Emoation_LLaMA.pth)",
             url="https://drive.google.com/uc?export=download&id=1pNngqXdc3cKr9uLNW-Hu3SKvOpjzfzGY",
+            filename="Emoation_LLaMA.pth",
+            browser_url="https://drive.google.com/file/d/1pNngqXdc3cKr9uLNW-Hu3SKvOpjzfzGY/view",
             note="Google Drive; large files may need a browser download",
         ),
         Source(
             "emotion_llama_mer2023",
             "the authors' MER2023 classifier checkpoint (stage2/checkpoint_best.pth)",
             url="https://drive.google.com/uc?export=download&id=1NoPZDj5_392zBtVK1IHO8bepA4910iI_",
+            filename="checkpoint_best.pth",
+            browser_url="https://drive.google.com/file/d/1NoPZDj5_392zBtVK1IHO8bepA4910iI_/view",
             note="Google Drive; large files may need a browser download",
+        ),
+        Source(
+            "emotion_llama_mer2024",
+            "the authors' MER2024 classifier checkpoint (stage2/MER2024-best.pth)",
+            filename="MER2024-best.pth",
+            browser_url=_AUTHORS_FOLDER,
+            note="in the authors' Google Drive folder: a browser download",
+        ),
+        Source(
+            "mae_emotion_llama",
+            "the authors' MAE ViT-L/16, self-supervised on MER2023 faces (mae_checkpoint-340.pth): "
+            "the local encoder the released checkpoints were trained on",
+            filename="mae_checkpoint-340.pth",
+            browser_url=_AUTHORS_FOLDER,
+            note="in the authors' Google Drive folder: a browser download",
+        ),
+        Source(
+            "videomae_emotion_llama",
+            "the authors' VideoMAE ViT-L/16 (maeVideo_ckp199.pth, as their extraction scripts name "
+            "it): the temporal encoder the released checkpoints were trained on",
+            filename="maeVideo_ckp199.pth",
+            browser_url=_AUTHORS_FOLDER,
+            note="in the authors' Google Drive folder: a browser download; their feature folder is "
+            "named maeV_399_UTT, so the checkpoint number may differ in your copy",
         ),
         Source(
             "minigptv2",
@@ -190,7 +234,11 @@ def fetch(
     """A local path to the source's file: from the cache, or downloaded, verified and cached.
 
     ``source`` is a name in :data:`SOURCES`, a :class:`Source`, a URL, or a local path (which is
-    only verified). The sha256 given here wins over the registry's.
+    only verified). The sha256 given here wins over the registry's, which wins over the pin
+    recorded the first time the file was fetched (``pins.json`` in the cache: a file whose
+    sha256 nobody publishes is checked against its first copy from then on). A file only a
+    browser can download is looked for where :func:`placed_path` says, and the error says where
+    to put it.
     """
     if isinstance(source, str):
         if source in SOURCES:
@@ -202,23 +250,93 @@ def fetch(
             if not local.exists():
                 raise EmotionLlamaError(f"{local}: no such file, and not a known source name")
             return verify(local, sha256)
-    expected = sha256 or source.sha256
+    root = cache or cache_dir()
+    expected = sha256 or source.sha256 or read_pins(root).get(source.name)
+    if source.url is None and source.hub_repo is None:
+        return _pinned(source, _placed(source, root, expected), expected, root)
     if source.url is None:
-        return _fetch_hub(source, expected)
-    root = (cache or cache_dir()) / source.name
-    target = root / (Path(source.url.split("?")[0]).name or source.name)
+        path = _fetch_hub(source, expected)
+        return path if path.is_dir() else _pinned(source, path, expected, root)
+    target = placed_path(source, root)
     if target.exists():
-        return verify(target, expected)
+        return _pinned(source, verify(target, expected), expected, root)
     try:
         # verified before it takes the final name: a failed or tampered download leaves nothing
         with atomic_output(target) as tmp:
             with open(tmp, "wb") as out, urllib.request.urlopen(source.url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or 0)
                 _copy_with_progress(resp, out, total, f"downloading {source.name}", progress)
+            _refuse_web_page(source, tmp, target)
             verify(tmp, expected)
     except OSError as exc:
-        raise EmotionLlamaError(f"cannot download {source.name} from {source.url}: {exc}") from None
-    return target
+        raise EmotionLlamaError(
+            f"cannot download {source.name} from {source.url}: {exc}{_by_hand(source, target)}"
+        ) from None
+    return _pinned(source, target, expected, root)
+
+
+def placed_path(source: Source, cache: Path | None = None) -> Path:
+    """Where the source's file lives in the cache (``CACHE/name/file_name``): downloads are
+    written there, and a file downloaded with a browser is placed there by hand."""
+    return (cache or cache_dir()) / source.name / source.file_name
+
+
+def _by_hand(source: Source, target: Path) -> str:
+    if source.browser_url is None:
+        return ""
+    return f". Download {source.file_name} with a browser from {source.browser_url} and place it at {target}"
+
+
+def _placed(source: Source, root: Path, expected: str | None) -> Path:
+    target = placed_path(source, root)
+    if not target.is_file():
+        where = source.browser_url or "its publisher"
+        raise EmotionLlamaError(
+            f"{source.name} ({source.description}) cannot be downloaded by a script: download "
+            f"{source.file_name} with a browser from {where} and place it at {target}"
+        )
+    return verify(target, expected)
+
+
+def _refuse_web_page(source: Source, tmp: Path, target: Path) -> None:
+    """Google Drive answers a large file's direct link with an HTML page asking for confirmation:
+    never keep that page under the weights' name."""
+    with open(tmp, "rb") as fh:
+        head = fh.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise EmotionLlamaError(
+            f"cannot download {source.name} from {source.url}: the server sent a web page instead "
+            f"of the file (a confirmation or sign-in page){_by_hand(source, target)}"
+        )
+
+
+PINS_FILE = "pins.json"
+
+
+def read_pins(cache: Path | None = None) -> dict[str, str]:
+    """The sha256 recorded for each source the first time its file was fetched."""
+    path = (cache or cache_dir()) / PINS_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise EmotionLlamaError(f"{path}: not a readable pins file ({exc}); fix or delete it") from None
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _pinned(source: Source, path: Path, expected: str | None, root: Path) -> Path:
+    """Record the file's sha256 when nothing pinned it yet (trust on first use), said on stderr."""
+    if expected is None and path.is_file():
+        sha = sha256_of(path)
+        pins = read_pins(root)
+        pins[source.name] = sha
+        atomic_write_text(root / PINS_FILE, json.dumps(pins, indent=2, sort_keys=True) + "\n")
+        print(
+            f"note: pinned {source.name} at sha256 {sha} ({root / PINS_FILE}); later fetches verify it",
+            file=sys.stderr,
+        )
+    return path
 
 
 def _fetch_hub(source: Source, sha256: str | None) -> Path:
