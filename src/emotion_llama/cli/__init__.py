@@ -14,6 +14,7 @@ import warnings
 # Importing the command modules registers their commands, in the order --help lists them.
 # isort: off
 from emotion_llama.cli import model_commands  # noqa: F401
+from emotion_llama.cli import doctor_commands  # noqa: F401
 from emotion_llama.cli import media_commands  # noqa: F401
 from emotion_llama.cli import analyze_commands  # noqa: F401
 from emotion_llama.cli import serve_commands  # noqa: F401
