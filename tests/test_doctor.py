@@ -480,7 +480,7 @@ def test_run_folder_and_converted_folder(tmp_path, trained_tiny):
     torch.save({"model": trainable_state(trained_tiny)}, pth)
     folder, _ = convert_authors_checkpoint(pth, load_config("tiny"), tmp_path / "converted")
     report = diagnose(folder, generate=False)
-    assert report.identity.kind == "reasoning" and report.identity.by == ("name",)
+    assert report.identity.kind == "reasoning" and report.identity.by == ("keys", "name")
     assert "file name only" in messages(report, "identity")
 
 
@@ -537,3 +537,23 @@ def test_cli_errors_name_the_file(tmp_path):
     assert res.exit_code == 2 and "list.pth" in res.stderr and "found a list" in res.stderr
     res = runner.invoke(app, ["doctor", str(tmp_path / "absent")])
     assert res.exit_code == 2 and "absent" in res.stderr
+
+
+def test_a_converted_folder_keeps_what_the_authors_file_said(tmp_path, tiny_config):
+    from emotion_llama.model.checkpoint import convert_authors_checkpoint
+    from test_model_checkpoint import authors_state
+
+    pth = tmp_path / "model.pth"  # a renamed MER2023 classifier
+    torch.save({"model": authors_state(tiny_config), "config": RELEASED["mer2023"][1], "epoch": 29}, pth)
+    folder, _ = convert_authors_checkpoint(pth, tiny_config, tmp_path / "converted")
+    report = diagnose(folder, generate=False)
+    assert report.identity.kind == "mer2023"
+    assert "metadata" in report.identity.by
+    assert report.identity.title.startswith("converted from model.pth")
+    assert "one label" in report.identity.purpose
+    assert report.metadata.epoch == "29"
+    # a folder converted from a bare state dict is known by the name alone, and says so
+    torch.save(authors_state(tiny_config), tmp_path / "Emoation_LLaMA.pth")
+    folder, _ = convert_authors_checkpoint(tmp_path / "Emoation_LLaMA.pth", tiny_config, tmp_path / "bare")
+    bare = diagnose(folder, generate=False)
+    assert bare.identity.kind == "reasoning" and "metadata" not in bare.identity.by

@@ -95,13 +95,32 @@ TRAIN_CLIPS_FILE = "train_clips.txt"
 
 # -- reading files ------------------------------------------------------------------------------
 def read_authors_checkpoint(path: str | Path) -> dict[str, Any]:
-    obj = read_torch_file(path)
+    return _authors_state(read_torch_file(path), path)
+
+
+def _authors_state(obj: Any, path: str | Path) -> dict[str, Any]:
+    """The tensors of an authors' ``torch.save`` dict (``ckpt.get("model", ckpt)``)."""
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"expected a dict of tensors, found a {type(obj).__name__}")
     state = obj.get("model", obj)
     if not isinstance(state, dict):
         raise CheckpointError(path, "its 'model' entry is not a dict of tensors")
     return state
+
+
+def _provenance(obj: Any, pth: Path) -> dict[str, str]:
+    """What a converted folder's ``model.safetensors`` records of the file it came from: its name
+    and sha256, and the training config and epoch the authors' runner saved beside the weights
+    (the config's data sets tell the reasoning model from the classifiers: ``emotion-llama
+    doctor`` reads them)."""
+    from emotion_llama.sources import sha256_of
+
+    meta = {"source": pth.name, "source_sha256": sha256_of(pth)}
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict):
+        meta["authors_config"] = json.dumps(obj["config"], default=str, sort_keys=True)
+    if isinstance(obj, dict) and obj.get("epoch") is not None:
+        meta["authors_epoch"] = str(obj["epoch"])
+    return meta
 
 
 # -- the project's own format -------------------------------------------------------------------
@@ -326,11 +345,11 @@ def convert_authors_checkpoint(
     trainable part is mapped. Returns the folder and the unexpected keys that were skipped."""
     # the expected key table needs the LLM's sizes: read them from the named LLM when left open
     config = resolve_llm_sizes(config.validate())
-    raw = read_authors_checkpoint(pth)
-    state, unexpected = convert_authors_state(raw, config, pth)
+    obj = read_torch_file(pth)
+    state, unexpected = convert_authors_state(_authors_state(obj, pth), config, pth)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_safetensors(state, out / WEIGHTS_FILE, {"format": "emotion-llama", "source": Path(pth).name})
+    write_safetensors(state, out / WEIGHTS_FILE, {"format": "emotion-llama", **_provenance(obj, Path(pth))})
     config.to_json(out / CONFIG_FILE)
     return out, unexpected
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,13 @@ def _diagnose_project(
     keys = check_keys(state, expected, config.name) if error is None else KeyCheck(config.name, error=error)
     named = {folder.resolve(), (folder / CONFIG_FILE).resolve(), weights.resolve()}
     run = p.resolve() not in named or (folder.parent / TRAIN_CLIPS_FILE).is_file()
-    identity = identify_project(folder, _safetensors_source(weights), config.name, run)
+    source, source_sha, training = _converted_from(_safetensors_meta(weights))
+    if source is not None and (source_sha is not None or training.has_config):
+        # converted from an authors' file: recognised as that file would be, by what was recorded
+        identity = identify(source, source_sha, keys, training)
+        identity = replace(identity, title=f"converted from {source}: {identity.title}")
+    else:
+        identity = identify_project(folder, source, config.name, run)
     origin = "--llm" if llm else "the checkpoint's config.json"
     llm_check = check_llm(config.llm.name_or_path, origin)
     frozen = folder / FROZEN_FILE
@@ -286,19 +293,37 @@ def _diagnose_project(
         llm=llm_check,
         sanity=sanity,
         findings=tuple(findings),
+        metadata=training,
     )
 
 
-def _safetensors_source(path: Path) -> str | None:
+def _safetensors_meta(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
+            return dict(fh.metadata() or {})
     except Exception:  # unreadable metadata: read_safetensors already read the tensors
-        return None
-    source = meta.get("source")
-    return source if isinstance(source, str) and source else None
+        return {}
+
+
+def _converted_from(meta: dict[str, str]) -> tuple[str | None, str | None, TrainingMetadata]:
+    """What ``convert authors`` recorded: the source file's name, its sha256, and the training
+    config the authors saved with it (as :func:`training_metadata` reads it from the ``.pth``)."""
+    source = meta.get("source") or None
+    config: Any = None
+    if meta.get("authors_config"):
+        try:
+            config = json.loads(meta["authors_config"])
+        except ValueError:
+            config = None
+    saved: dict[str, Any] = {"model": {}}
+    if isinstance(config, dict):
+        saved["config"] = config
+    if meta.get("authors_epoch"):
+        saved["epoch"] = meta["authors_epoch"]
+    training = training_metadata(saved) if len(saved) > 1 else TrainingMetadata()
+    return source, meta.get("source_sha256") or None, training
 
 
 def _sanity_project(
