@@ -61,6 +61,7 @@ __all__ = [
     "LAST_FILE",
     "TRAIN_CLIPS_FILE",
     "WEIGHTS_FILE",
+    "authors_state_of",
     "check_trainable_state",
     "convert_authors_checkpoint",
     "convert_authors_state",
@@ -95,10 +96,10 @@ TRAIN_CLIPS_FILE = "train_clips.txt"
 
 # -- reading files ------------------------------------------------------------------------------
 def read_authors_checkpoint(path: str | Path) -> dict[str, Any]:
-    return _authors_state(read_torch_file(path), path)
+    return authors_state_of(read_torch_file(path), path)
 
 
-def _authors_state(obj: Any, path: str | Path) -> dict[str, Any]:
+def authors_state_of(obj: Any, path: str | Path) -> dict[str, Any]:
     """The tensors of an authors' ``torch.save`` dict (``ckpt.get("model", ckpt)``)."""
     if not isinstance(obj, dict):
         raise CheckpointError(path, f"expected a dict of tensors, found a {type(obj).__name__}")
@@ -346,7 +347,7 @@ def convert_authors_checkpoint(
     # the expected key table needs the LLM's sizes: read them from the named LLM when left open
     config = resolve_llm_sizes(config.validate())
     obj = read_torch_file(pth)
-    state, unexpected = convert_authors_state(_authors_state(obj, pth), config, pth)
+    state, unexpected = convert_authors_state(authors_state_of(obj, pth), config, pth)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(state, out / WEIGHTS_FILE, {"format": "emotion-llama", **_provenance(obj, Path(pth))})

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from emotion_llama.config import EmotionLlamaConfig, load_config
-from emotion_llama.errors import CheckpointError, EmotionLlamaError
+from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.doctor.findings import Finding
 from emotion_llama.model.doctor.identity import Identity, identify, identify_project, identity_findings
 from emotion_llama.model.doctor.keycheck import KeyCheck, check_keys, key_findings
@@ -130,6 +130,18 @@ def _skipped(message: str, failed: bool = False) -> SanityResult:
     return SanityResult(ran=False, message=message, failed=failed)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What :func:`diagnose` was asked for, handed to the two readers."""
+
+    preset: str | None
+    llm: str | None
+    generate: bool
+    device: str | None
+    seed: int
+    max_new_tokens: int
+
+
 def diagnose(
     path: str | Path,
     *,
@@ -147,43 +159,33 @@ def diagnose(
     prompt. A file that cannot be read raises :class:`CheckpointError` naming it."""
     p = Path(path)
     torch_like = is_torch_file(p) or (p.is_file() and p.suffix.lower() in (".pth", ".pt", ".bin"))
+    options = _Options(preset, llm, generate, device, seed, max_new_tokens)
     if torch_like and p.name not in ("config.json", "model.safetensors"):
-        return _diagnose_authors(p, preset, llm, generate, device, seed, max_new_tokens)
-    return _diagnose_project(p, preset, llm, generate, device, seed, max_new_tokens)
+        return _diagnose_authors(p, options)
+    return _diagnose_project(p, options)
 
 
-def _diagnose_authors(
-    p: Path,
-    preset: str | None,
-    llm: str | None,
-    generate: bool,
-    device: str | None,
-    seed: int,
-    max_new_tokens: int,
-) -> DoctorReport:
+def _diagnose_authors(p: Path, o: _Options) -> DoctorReport:
+    from emotion_llama.model.checkpoint import authors_state_of
     from emotion_llama.sources import sha256_of
     from emotion_llama.weights import read_torch_file
 
     obj = read_torch_file(p)
-    if not isinstance(obj, dict):
-        raise CheckpointError(p, f"expected the dict torch.save wrote, found a {type(obj).__name__}")
-    state = obj.get("model", obj)
-    if not isinstance(state, dict):
-        raise CheckpointError(p, "its 'model' entry is not a dict of tensors")
+    state = authors_state_of(obj, p)
     meta = training_metadata(obj)
-    config = _with_llm(load_config(preset or "paper"), llm)
+    config = _with_llm(load_config(o.preset or "paper"), o.llm)
     expected, error = _expected(config)
     keys = check_keys(state, expected, config.name) if error is None else KeyCheck(config.name, error=error)
     sha = sha256_of(p)
     identity = identify(p.name, sha, keys, meta)
-    origin = "--llm" if llm else f"preset {config.name!r}"
+    origin = "--llm" if o.llm else f"preset {config.name!r}"
     llm_check = check_llm(config.llm.name_or_path, origin, meta.llama_model)
-    if not generate:
+    if not o.generate:
         sanity = _skipped("skipped (--no-generate)")
     elif (why := llm_unavailable(config.llm.name_or_path, config.llm.revision)) is not None:
         sanity = _skipped(f"not run: {why}")
     else:
-        sanity = _sanity_authors(state, config, p, device, seed, max_new_tokens)
+        sanity = _sanity_authors(state, config, p, o.device, o.seed, o.max_new_tokens)
     pinned = any(pinned_sha256(k) for k in KNOWN_FILES if k.kind == identity.kind)
     findings = assemble_findings(identity, keys, llm_check, sanity, authors_file=True, sha256_pinned=pinned)
     return DoctorReport(
@@ -227,15 +229,7 @@ def _sanity_authors(
         return _skipped(f"could not run: {exc}", failed=True)
 
 
-def _diagnose_project(
-    p: Path,
-    preset: str | None,
-    llm: str | None,
-    generate: bool,
-    device: str | None,
-    seed: int,
-    max_new_tokens: int,
-) -> DoctorReport:
+def _diagnose_project(p: Path, o: _Options) -> DoctorReport:
     from emotion_llama.model.checkpoint import (
         CONFIG_FILE,
         FROZEN_FILE,
@@ -247,7 +241,7 @@ def _diagnose_project(
     from emotion_llama.sources import sha256_of
 
     folder = resolve_checkpoint(p)
-    config = _with_llm(EmotionLlamaConfig.from_json(folder / CONFIG_FILE), llm)
+    config = _with_llm(EmotionLlamaConfig.from_json(folder / CONFIG_FILE), o.llm)
     weights = folder / WEIGHTS_FILE
     state = read_safetensors(weights)
     expected, error = _expected(config)
@@ -261,25 +255,25 @@ def _diagnose_project(
         identity = replace(identity, title=f"converted from {source}: {identity.title}")
     else:
         identity = identify_project(folder, source, config.name, run)
-    origin = "--llm" if llm else "the checkpoint's config.json"
+    origin = "--llm" if o.llm else "the checkpoint's config.json"
     llm_check = check_llm(config.llm.name_or_path, origin)
     frozen = folder / FROZEN_FILE
     if config.llm.name_or_path is None and frozen.is_file():
         llm_check = replace(
             llm_check, evidence=f"random weights saved in {FROZEN_FILE} (a test model), not a chat model"
         )
-    if not generate:
+    if not o.generate:
         sanity = _skipped("skipped (--no-generate)")
     elif (why := llm_unavailable(config.llm.name_or_path, config.llm.revision)) is not None:
         sanity = _skipped(f"not run: {why}")
     else:
-        sanity = _sanity_project(folder, config, llm, device, seed, max_new_tokens)
+        sanity = _sanity_project(folder, config, o.llm, o.device, o.seed, o.max_new_tokens)
     findings = list(
         assemble_findings(identity, keys, llm_check, sanity, authors_file=False, sha256_pinned=False)
     )
-    if preset is not None:
+    if o.preset is not None:
         findings.insert(
-            0, Finding("keys", "note", f"--preset {preset} ignored: the folder's config.json is used")
+            0, Finding("keys", "note", f"--preset {o.preset} ignored: the folder's config.json is used")
         )
     return DoctorReport(
         path=str(p),
