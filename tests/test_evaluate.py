@@ -411,3 +411,72 @@ def test_judged_benchmarks_with_the_offline_judge(tmp_path):
         [*cli, str(ov), "--benchmark", "ov", "--judge", "offline"], capture_output=True, text=True, env=env
     )
     assert r.returncode == 2 and "--wheels DIR" in r.stderr
+
+
+# -- issue 15: published scoring rules in score_records and the CLI ----------------------------------
+def test_a_gold_list_string_is_split_as_affectgpt_splits_it():
+    recs = [
+        {"name": "1", "gold": "['happy']", "output": "happy"},
+        {"name": "2", "gold": ["sad"], "output": "happy"},
+    ]
+    m = score_records(get_benchmark("mer2023"), recs)
+    assert m["last_word"]["accuracy"] == 0.5 and m["last_word"]["per_class"]["sad"]["support"] == 1
+    with pytest.raises(DataError, match=r"gold label \"\['happy', 'sad'\]\" is not one of mer2023"):
+        score_records(get_benchmark("mer2023"), [{"name": "3", "gold": "['happy', 'sad']", "output": "x"}])
+
+
+def test_emer_skips_empty_references_and_counts_them():
+    from test_annotate_clues import ScriptedLLM
+
+    class Judge(ScriptedLLM):
+        name = "scripted-emer-judge"
+
+        @staticmethod
+        def _answer(prompt: str) -> str:
+            return "score: 7\nreason: both say happy" if "Reference: The" in prompt else "score: 2"
+
+    judge = Judge()
+    recs = [
+        {"name": "a", "output": "She is happy.", "reference": "The woman laughs; she is happy."},
+        {"name": "b", "output": "He is sad.", "reference": ""},
+    ]
+    m = score_records(get_benchmark("emer"), recs, judge=judge)
+    assert m["n"] == 2 and m["n_empty_reference"] == 1
+    assert m["clue_overlap"] == 7 and m["label_overlap"] == 7 and set(m["clue_replies"]) == {"a"}
+    assert [len(convs) for convs, _ in judge.calls] == [1, 1]  # the empty one is never sent
+    with pytest.raises(DataError, match="no prediction has a 'reference'"):
+        score_records(get_benchmark("emer"), [recs[1]], judge=judge)
+
+
+def test_new_benchmarks_read_label_folders_and_refuse_missing_inputs_before_the_model(tmp_path):
+    for name, scoring in (("meld", "hit-rate"), ("iemocap", "hit-rate"), ("mosi", "sentiment")):
+        spec = get_benchmark(name)
+        assert spec.kind == "classification" and spec.scoring == scoring
+    assert get_benchmark("sims").labels == ("positive", "negative", "neutral")
+    data = tmp_path / "mosi"
+    data.mkdir()
+    (data / "labels.txt").write_text("v1_1 10 positive 1.6\nv1_2 10 negative -0.8\nv1_3 10 neutral 0\n")
+    run_predictions(get_benchmark("mosi"), data, tmp_path / "out", _answer_sentiment, progress=False)
+    recs = read_predictions(tmp_path / "out" / "predictions.jsonl")
+    assert [r["valence"] for r in recs] == [1.6, -0.8, 0.0]
+    m = score_records(get_benchmark("mosi"), recs)
+    # the float golds: v1_3 (0) removed; "positive" for v1_1, "neutral" for v1_2 (-> negative): 1.0
+    assert m["exact"]["weighted_f1"] == 1.0 and m["exact"]["neutral_gold"] == 1
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_llama.cli",
+        "evaluate",
+        "-b",
+        "meld",
+        "--model",
+        str(tmp_path / "none"),
+    ]
+    r = subprocess.run(
+        [*cmd, "--data", str(data), "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "--wheels DIR" in r.stderr  # said before looking for the model
+
+
+def _answer_sentiment(clips, data):
+    return ["positive" if c.label == "positive" else "neutral" for c in clips]

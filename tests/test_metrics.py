@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.metrics import (
+    SENTIMENT_RULES,
     MetricsError,
     accuracy,
     classification_report,
@@ -17,6 +18,8 @@ from emotion_llama.metrics import (
     f1,
     mer2023_combined,
     per_class_scores,
+    sentiment_report,
+    sentiment_side,
     sentiment_weighted_f1,
     uar,
     valence_mse,
@@ -212,9 +215,88 @@ def test_sentiment_weighted_f1_hand_computed():
 
 
 def test_sentiment_neutral_prediction_is_wrong_for_negative_gold_too():
-    # gold negative, prediction neutral -> mapped to positive, so nothing is right: F1 = 0
-    assert sentiment_weighted_f1(["sad"], ["neutral"], {"happy"}, {"sad"}) == 0.0
-    assert sentiment_weighted_f1(["sad"], ["sad"], {"happy"}, {"sad"}) == 1.0
+    # the strict rule: gold negative, prediction neutral -> mapped to positive, so nothing is right
+    assert sentiment_weighted_f1(["sad"], ["neutral"], {"happy"}, {"sad"}, rule="strict") == 0.0
+    assert sentiment_weighted_f1(["sad"], ["sad"], {"happy"}, {"sad"}, rule="strict") == 1.0
+    # the published rule: not positive is negative, so the neutral answer is right here
+    assert sentiment_weighted_f1(["sad"], ["neutral"], {"happy"}, {"sad"}) == 1.0
+
+
+# MOSI-style scores (0 is neutral) and sentiment answers; the gold 0s are removed.
+SENTIMENT_GOLD = [2.4, -1.2, 0.0, 0.6, -0.4, 1.8, -2.0, 0.0]
+SENTIMENT_PRED = ["positive", "neutral", "positive", "negative", "no idea", "neutral", "negative", "negative"]
+
+
+def test_sentiment_published_rule_is_affectgpt_and_merbench_s():
+    # Left after removing the two 0 golds (gold, answer):
+    #   (+, positive) (-, neutral) (+, negative) (-, no idea) (+, neutral) (-, negative)
+    # published: every answer that is not "positive" is negative -> predictions P N N N N N
+    #   positive: tp 1, fp 0, fn 2 -> F1 2/(2+0+2) = 0.5;  negative: tp 3, fp 2, fn 0 -> 6/8 = 0.75
+    #   weighted (supports 3 and 3): 0.625; accuracy 4/6
+    rep = sentiment_report(SENTIMENT_GOLD, SENTIMENT_PRED)
+    assert rep == {
+        "rule": "published",
+        "weighted_f1": pytest.approx(0.625),
+        "accuracy": pytest.approx(4 / 6),
+        "n": 6,
+        "neutral_gold": 2,
+        "undecided": 3,
+    }
+    assert sentiment_weighted_f1(SENTIMENT_GOLD, SENTIMENT_PRED) == pytest.approx(0.625)
+    # AffectGPT's evaluation.py: positive -> 1, negative -> -1, neutral and anything else -> 0, then
+    # f1_score(gold > 0, pred > 0, average="weighted") over the golds that are not 0 (MERBench the same)
+    gold = np.array(SENTIMENT_GOLD)
+    pred = np.array([{"positive": 1, "negative": -1}.get(p, 0) for p in SENTIMENT_PRED])
+    keep = gold != 0
+    want = skm.f1_score(gold[keep] > 0, pred[keep] > 0, average="weighted")
+    assert rep["weighted_f1"] == pytest.approx(want)
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(gold[keep] > 0, pred[keep] > 0))
+
+
+def test_sentiment_strict_and_neutral_class_rules_by_hand():
+    # strict: an undecided answer is the side opposite its gold -> predictions P P N P N N
+    #   positive: tp 1, fp 2, fn 2 -> 2/6;  negative: tp 1, fp 2, fn 2 -> 2/6  => 1/3; accuracy 2/6
+    strict = sentiment_report(SENTIMENT_GOLD, SENTIMENT_PRED, rule="strict")
+    assert strict["weighted_f1"] == pytest.approx(1 / 3) and strict["accuracy"] == pytest.approx(2 / 6)
+    # neutral-class: an undecided answer is a class of its own -> P O N O O N
+    #   positive: tp 1, fp 0, fn 2 -> 2/4 = 0.5;  negative: tp 1, fp 1, fn 2 -> 2/5 = 0.4
+    #   => (0.5 + 0.4) / 2 = 0.45; accuracy 2/6
+    own = sentiment_report(SENTIMENT_GOLD, SENTIMENT_PRED, rule="neutral-class")
+    assert own["weighted_f1"] == pytest.approx(0.45) and own["accuracy"] == pytest.approx(2 / 6)
+    # Emotion-LLaMA-v2's score_split_sentiment_no_neutral.py: neutral golds dropped, then
+    # f1_score(answers, responses, average="weighted") on the words as they are
+    answers = ["positive" if g > 0 else "negative" for g in SENTIMENT_GOLD if g != 0]
+    responses = [p for g, p in zip(SENTIMENT_GOLD, SENTIMENT_PRED, strict=True) if g != 0]
+    assert own["weighted_f1"] == pytest.approx(skm.f1_score(answers, responses, average="weighted"))
+    assert own["accuracy"] == pytest.approx(skm.accuracy_score(answers, responses))
+
+
+def test_sentiment_from_scores_and_labels_alike():
+    # float golds and regression outputs (MERBench): pred 0.0 is not positive, so negative
+    gold = [1.5, -0.2, 0.0, -3.0]
+    pred = [0.4, 0.0, 2.0, -1.0]
+    assert sentiment_weighted_f1(gold, pred) == pytest.approx(1.0)
+    words = ["positive", "negative", "neutral", "negative"]
+    assert sentiment_report(words, pred) == sentiment_report(gold, pred)
+    assert sentiment_side(np.float32(0.3)) == "positive" and sentiment_side(-1) == "negative"
+    assert sentiment_side(0.0) is None and sentiment_side("neutral") is None
+    assert sentiment_side("happy", {"happy"}, {"sad"}) == "positive"
+    assert set(SENTIMENT_RULES) == {"published", "strict", "neutral-class"}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: sentiment_side(True),
+        lambda: sentiment_side(float("nan")),
+        lambda: sentiment_side(["positive"]),
+        lambda: sentiment_report([1.0], [1.0], rule="lenient"),
+        lambda: sentiment_report([0.0, 0], ["positive", "negative"]),
+    ],
+)
+def test_sentiment_bad_input(call):
+    with pytest.raises(MetricsError):
+        call()
 
 
 def test_classification_report_bundle():

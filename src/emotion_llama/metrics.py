@@ -7,7 +7,7 @@ sorted union of ``y_true`` and ``y_pred`` is used. Zero divisions give 0.0 (scik
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -15,13 +15,19 @@ import numpy as np
 from emotion_llama.errors import EmotionLlamaError
 
 __all__ = [
+    "NEGATIVE_WORDS",
+    "POSITIVE_WORDS",
+    "SENTIMENT_RULES",
     "MetricsError",
+    "SentimentRule",
     "accuracy",
     "classification_report",
     "confusion_matrix",
     "f1",
     "mer2023_combined",
     "per_class_scores",
+    "sentiment_report",
+    "sentiment_side",
     "sentiment_weighted_f1",
     "uar",
     "valence_mse",
@@ -198,38 +204,126 @@ def mer2023_combined(
     return float(f1_weighted) - 0.25 * valence_mse(valence_true, valence_pred)
 
 
-def sentiment_weighted_f1(
-    y_true: Iterable[str], y_pred: Iterable[str], positive: set[str], negative: set[str]
-) -> float:
-    """Weighted F1 of binary sentiment (positive vs negative) derived from emotion labels.
+#: The sentiment rules: what a prediction that is neither positive nor negative (neutral, or an
+#: answer outside the sentiment words) counts as. Golds that are neither are always removed.
+SENTIMENT_RULES: dict[str, str] = {
+    "published": "a prediction that is not positive counts as negative (AffectGPT's evaluation.py "
+    "and MERBench: f1_score(gold > 0, pred > 0) over the golds that are not 0)",
+    "strict": "a prediction that is neither positive nor negative counts as wrong: as the side "
+    "opposite its gold",
+    "neutral-class": "a prediction that is neither positive nor negative is a class of its own: a "
+    "miss for its gold's class and a false alarm for none (Emotion-LLaMA-v2's "
+    "score_split_sentiment_no_neutral.py)",
+}
+SentimentRule = Literal["published", "strict", "neutral-class"]
+#: The words that are positive and negative when no other sets are given.
+POSITIVE_WORDS: frozenset[str] = frozenset({"positive"})
+NEGATIVE_WORDS: frozenset[str] = frozenset({"negative"})
 
-    Rule: a label is positive if in ``positive``, negative if in ``negative``, otherwise neutral.
-    Samples whose gold label is neutral are removed. A neutral (or unknown) prediction is counted as
-    wrong: it is mapped to the class opposite to its gold. Weighted F1 is then taken over
-    {positive, negative}.
-    """
-    t, p = _pair(y_true, y_pred)
+
+def _sentiment_sets(positive: Collection[str], negative: Collection[str]) -> tuple[set[str], set[str]]:
     pos, neg = set(positive), set(negative)
     if not pos or not neg:
         raise MetricsError("positive and negative label sets must both be non-empty")
     if pos & neg:
         raise MetricsError(f"labels are both positive and negative: {sorted(pos & neg)}")
+    return pos, neg
 
-    def side(label: Any) -> str | None:
-        return "positive" if label in pos else "negative" if label in neg else None
 
+def sentiment_side(
+    value: Any, positive: Collection[str] = POSITIVE_WORDS, negative: Collection[str] = NEGATIVE_WORDS
+) -> str | None:
+    """``"positive"``, ``"negative"`` or ``None`` (neutral or unknown) for one gold or prediction.
+
+    A number is a sentiment score: above 0 positive, below 0 negative, 0 neutral (MOSI/MOSEI -3..3,
+    SIMS -1..1). A label is positive when in ``positive``, negative when in ``negative``, else
+    ``None``. A non-finite number or a boolean is a :class:`MetricsError`.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool):
+        raise MetricsError(f"a sentiment is a score or a label, not {value!r}")
+    if isinstance(value, int | float):
+        if not np.isfinite(value):
+            raise MetricsError(f"a sentiment score must be finite, got {value!r}")
+        return "positive" if value > 0 else "negative" if value < 0 else None
+    if not isinstance(value, Hashable):
+        raise MetricsError(f"a sentiment is a score or a label, not {value!r}")
+    if value in positive:
+        return "positive"
+    if value in negative:
+        return "negative"
+    return None
+
+
+def sentiment_report(
+    y_true: Iterable[Any],
+    y_pred: Iterable[Any],
+    positive: Collection[str] = POSITIVE_WORDS,
+    negative: Collection[str] = NEGATIVE_WORDS,
+    *,
+    rule: SentimentRule = "published",
+) -> dict[str, Any]:
+    """Binary sentiment scores (positive vs negative) of scores or labels; see :func:`sentiment_side`.
+
+    Samples whose gold is neither positive nor negative (a score of 0, a neutral label) are removed.
+    A prediction that is neither is scored by ``rule`` (:data:`SENTIMENT_RULES`). Returns
+    ``weighted_f1`` (over positive and negative, weighted by gold support: scikit-learn's
+    ``average="weighted"``), ``accuracy``, ``n`` (samples scored), ``neutral_gold`` (removed),
+    ``undecided`` (scored predictions that were neither) and ``rule``.
+    """
+    if rule not in SENTIMENT_RULES:
+        raise MetricsError(f"unknown sentiment rule {rule!r}; choose one of: {', '.join(SENTIMENT_RULES)}")
+    t, p = _pair(y_true, y_pred)
+    pos, neg = _sentiment_sets(positive, negative)
     gold: list[str] = []
     pred: list[str] = []
+    undecided = 0
     for a, b in zip(t, p, strict=True):
-        g = side(a)
+        g = sentiment_side(a, pos, neg)
         if g is None:
             continue
-        q = side(b)
+        q = sentiment_side(b, pos, neg)
+        if q is None:
+            undecided += 1
+            if rule == "published":
+                q = "negative"
+            elif rule == "strict":
+                q = "negative" if g == "positive" else "positive"
+            else:
+                q = "other"  # outside the scored labels: counted against neither class
+        elif rule == "published":
+            q = "positive" if q == "positive" else "negative"
         gold.append(g)
-        pred.append(q if q is not None else ("negative" if g == "positive" else "positive"))
+        pred.append(q)
     if not gold:
         raise MetricsError("every gold label is neutral; no sample is left for sentiment F1")
-    return f1(gold, pred, labels=["positive", "negative"], average="weighted")
+    return {
+        "rule": rule,
+        "weighted_f1": f1(gold, pred, labels=["positive", "negative"], average="weighted"),
+        "accuracy": accuracy(gold, pred),
+        "n": len(gold),
+        "neutral_gold": len(t) - len(gold),
+        "undecided": undecided,
+    }
+
+
+def sentiment_weighted_f1(
+    y_true: Iterable[Any],
+    y_pred: Iterable[Any],
+    positive: Collection[str] = POSITIVE_WORDS,
+    negative: Collection[str] = NEGATIVE_WORDS,
+    *,
+    rule: SentimentRule = "published",
+) -> float:
+    """Weighted F1 of binary sentiment (positive vs negative) from sentiment scores or labels.
+
+    Golds that are neither positive nor negative are removed. By default (``rule="published"``) a
+    prediction that is not positive counts as negative, as AffectGPT and MERBench score MOSI, MOSEI
+    and SIMS; ``rule="strict"`` counts a neutral or unknown prediction as the side opposite its
+    gold; ``rule="neutral-class"`` as a miss only. See :func:`sentiment_report`.
+    """
+    return float(sentiment_report(y_true, y_pred, positive, negative, rule=rule)["weighted_f1"])
 
 
 def classification_report(

@@ -211,25 +211,6 @@ ModalitiesOpt = Annotated[
         "are not fed at all (no positions in the model's prompt, no clues), and the result says so.",
     ),
 ]
-BenchmarkOpt = Annotated[
-    str,
-    typer.Option(
-        "--benchmark",
-        "-b",
-        help="mer2023, mer2024-noise, dfew, emer, ov, or manifest (your own labelled clips).",
-    ),
-]
-JudgeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--judge",
-        help="LLM judge for emer/ov: 'offline' (local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' "
-        "(key from $OPENAI_API_KEY). Its name is written in the report.",
-    ),
-]
-WheelsOpt = Annotated[
-    Path | None, typer.Option("--wheels", help="Folder with the emotion wheel tables (ov benchmark).")
-]
 
 
 def _speech_options(language: str | None, asr_model: str | None) -> dict[str, str | None]:

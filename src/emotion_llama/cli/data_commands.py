@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from emotion_llama.cli.common import (
-    BenchmarkOpt,
-    JudgeOpt,
     ModalitiesOpt,
     PresetOpt,
-    WheelsOpt,
     _out_file,
     _out_folder,
     app,
     console,
     err_console,
 )
+from emotion_llama.errors import EmotionLlamaError
+
+if TYPE_CHECKING:
+    from emotion_llama.backends.llm import ChatLLM
+    from emotion_llama.evaluate.runner import BenchmarkSpec
+    from emotion_llama.metrics import SentimentRule
 
 
 @app.command()
@@ -48,13 +52,39 @@ def _judge(spec: str | None, out: Path):  # type: ignore[no-untyped-def]
     return make_llm(spec, cache=out / "judge_cache.sqlite", api_key=os.environ.get("OPENAI_API_KEY"))
 
 
-def _score_and_report(bench, records, source, out: Path, judge, wheels, model_name, warnings=()) -> dict:  # type: ignore[no-untyped-def]
+def _score_and_report(
+    bench: BenchmarkSpec,
+    records: list[dict[str, Any]],
+    source: Path,
+    out: Path,
+    judge: ChatLLM | None,
+    wheels: Path | None,
+    model_name: str | None,
+    warnings: Sequence[str] = (),
+    *,
+    sentiment_rule: str = "published",
+    rejected: Sequence[str] = (),
+    source_format: str | None = None,
+) -> dict[str, Any]:
     from emotion_llama.evaluate.report import write_reports
     from emotion_llama.evaluate.scoring import score_records
 
-    metrics = score_records(bench, records, source=source, judge=judge, wheels_dir=wheels)
-    if warnings:
-        metrics["warnings"] = list(warnings)
+    metrics = score_records(
+        bench,
+        records,
+        source=source,
+        judge=judge,
+        wheels_dir=wheels,
+        sentiment_rule=cast("SentimentRule", sentiment_rule),  # score_records checks it
+    )
+    if source_format is not None:
+        metrics["source_format"] = source_format
+    for w in metrics.get("warnings", []):  # the scores' own (the caller has said the others)
+        err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if warnings or metrics.get("warnings"):
+        metrics["warnings"] = [*warnings, *metrics.get("warnings", [])]
+    if rejected:
+        metrics["rejected"] = list(rejected)
     files = write_reports(metrics, out, model=model_name)
     _print_summary(metrics)
     if judge is not None and hasattr(judge, "stats"):
@@ -63,8 +93,23 @@ def _score_and_report(bench, records, source, out: Path, judge, wheels, model_na
     return metrics
 
 
-def _print_summary(m: dict) -> None:
-    if "last_word" in m:
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _print_summary(m: dict[str, Any]) -> None:
+    for key, what in (("n_empty_reference", "reference"), ("n_empty_gold", "gold")):
+        if m.get(key):
+            console.print(f"{m[key]} of {m['n']} predictions skipped: empty {what}")
+    if "sentiment_rule" in m:
+        for key in ("exact", "robust"):
+            r = m[key]
+            console.print(
+                f"{m['benchmark']} ({key}) weighted F1 {r['weighted_f1']:.4f}  accuracy {r['accuracy']:.4f}  "
+                f"(n={r['n']}, {r['neutral_gold']} neutral golds removed, {r['undecided']} undecided)"
+            )
+        console.print(f"sentiment rule: {m['sentiment_rule']} ({m['sentiment_rule_text']})")
+    elif "last_word" in m:
         for key in ("last_word", "robust"):
             r = m[key]
             console.print(
@@ -74,6 +119,16 @@ def _print_summary(m: dict) -> None:
         if "mean_over_folds" in m:
             mf = m["mean_over_folds"]
             console.print(f"mean over folds: UAR {mf['uar']:.4f}  WAR {mf['war']:.4f}")
+        if "combined" in m:
+            c = m["combined"]
+            console.print(
+                f"combined (weighted F1 - 0.25 x valence MSE {c['valence_mse']:.4f}): last word "
+                f"{c['last_word']:.4f}  robust {c['robust']:.4f}"
+            )
+        if isinstance(m.get("hit_rate"), dict):
+            console.print(f"hit rate {_fmt(m['hit_rate']['hit_rate'])}")
+    elif "hit_rate" in m:
+        console.print(f"{m['benchmark']} hit rate {_fmt(m['hit_rate'])}  (gold sectors: {m['n_scored']})")
     elif m["benchmark"] == "emer":
         console.print(
             f"EMER clue overlap {m['clue_overlap']}  label overlap {m['label_overlap']}  judge {m['judge']}"
@@ -82,9 +137,43 @@ def _print_summary(m: dict) -> None:
         console.print(f"open vocabulary Fs {m['fs']:.4f}  P {m['precision']:.4f}  R {m['recall']:.4f}")
 
 
+_BENCHMARK_HELP = (
+    "mer2023, mer2024-noise, dfew (labels); meld, iemocap (hit rate: --wheels, and --judge unless the "
+    "file has the answers' emotion words); mosi, mosei, sims, sims-v2 (sentiment F1); emer (--judge); "
+    "ov (--wheels; --judge unless the file has the words); or manifest (your own labelled clips)."
+)
+BenchmarkChoice = Annotated[str, typer.Option("--benchmark", "-b", help=_BENCHMARK_HELP)]
+JudgeChoice = Annotated[
+    str | None,
+    typer.Option(
+        "--judge",
+        help="LLM judge for emer, and to extract emotion words for ov and the hit rate: 'offline' "
+        "(local SmolLM2), 'hf:PATH_OR_ID' or 'openai:MODEL@BASE_URL' (key from $OPENAI_API_KEY). Its "
+        "name is written in the report.",
+    ),
+]
+WheelsChoice = Annotated[
+    Path | None,
+    typer.Option(
+        "--wheels",
+        help="Folder with the emotion wheel tables (ov, meld, iemocap); on mer2023, mer2024-noise and "
+        "dfew it adds the hit rate when the answers' emotion words are known (--judge, or the file's).",
+    ),
+]
+SentimentRuleOpt = Annotated[
+    str,
+    typer.Option(
+        "--sentiment-rule",
+        help="mosi/mosei/sims: what an answer neither positive nor negative counts as. published: "
+        "negative (AffectGPT, MERBench); strict: the side opposite its gold; neutral-class: a miss "
+        "only (Emotion-LLaMA-v2). Named in the report.",
+    ),
+]
+
+
 @app.command()
 def evaluate(
-    benchmark: BenchmarkOpt,
+    benchmark: BenchmarkChoice,
     model: Annotated[
         Path,
         typer.Option(
@@ -101,8 +190,8 @@ def evaluate(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (predictions, metrics, report).")],
-    judge: JudgeOpt = None,
-    wheels: WheelsOpt = None,
+    judge: JudgeChoice = None,
+    wheels: WheelsChoice = None,
     batch_size: Annotated[int, typer.Option(help="Clips per generation batch.")] = 8,
     limit: Annotated[int | None, typer.Option(help="Only the first N clips.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1...")] = "cpu",
@@ -137,11 +226,13 @@ def evaluate(
             "run's own train_clips.txt.",
         ),
     ] = None,
+    sentiment_rule: SentimentRuleOpt = "published",
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
-    resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for classification,
-    OUT/confusion.png. Exit code 1 when clips were skipped (listed in OUT/skipped.jsonl). Warns
-    (also in metrics.json) when evaluated clips are training clips of the model, by name."""
+    resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for the label
+    benchmarks, OUT/confusion.png. Exit code 1 when clips were skipped (listed in
+    OUT/skipped.jsonl). Warns (also in metrics.json) when evaluated clips are training clips of
+    the model, by name."""
     from emotion_llama.evaluate.overlap import check_overlap
     from emotion_llama.evaluate.runner import (
         PREDICTIONS,
@@ -160,6 +251,16 @@ def evaluate(
         data_dir = features if features is not None else data.parent
     else:
         bench = get_benchmark(benchmark)
+    from emotion_llama.evaluate.scoring import missing_inputs
+    from emotion_llama.metrics import SENTIMENT_RULES
+
+    if sentiment_rule not in SENTIMENT_RULES:
+        raise EmotionLlamaError(
+            f"--sentiment-rule must be one of {', '.join(SENTIMENT_RULES)}, not {sentiment_rule!r}"
+        )
+    problem = missing_inputs(bench, judge=judge is not None, wheels=wheels is not None)
+    if problem:  # before the model runs, not after
+        raise EmotionLlamaError(problem)
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
 
@@ -195,6 +296,7 @@ def evaluate(
         wheels,
         getattr(predict, "model_name", str(model)),
         warnings,
+        sentiment_rule=sentiment_rule,
     )
     if summary.skipped:
         raise typer.Exit(code=1)
@@ -202,22 +304,93 @@ def evaluate(
 
 @app.command()
 def score(
-    predictions: Annotated[Path, typer.Argument(help="A predictions.jsonl written by evaluate.")],
-    benchmark: BenchmarkOpt,
+    predictions: Annotated[
+        Path,
+        typer.Argument(
+            help="A predictions file: evaluate's predictions.jsonl, AffectGPT's -openset.npz, "
+            "-sentiment.npz, name2reason .npz or openset/reason CSV, or Emotion-LLaMA-v2's JSONL "
+            "(docs/predictions.md)."
+        ),
+    ],
+    benchmark: BenchmarkChoice,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Default: the predictions' folder.")] = None,
-    judge: JudgeOpt = None,
-    wheels: WheelsOpt = None,
+    judge: JudgeChoice = None,
+    wheels: WheelsChoice = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="auto (by suffix and first line), project, affectgpt or emotion-llama-v2.",
+        ),
+    ] = "auto",
+    gold: Annotated[
+        Path | None,
+        typer.Option(
+            "--gold",
+            help="Golds by clip name, for files without them (AffectGPT's): a CSV with name and "
+            "openset, emo/label or val/valence columns, or an npz (AffectGPT's test_corpus, or one "
+            "label per clip name).",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Only the predictions of this split (Emotion-LLaMA-v2's mode, e.g. test)."),
+    ] = None,
+    sentiment_rule: SentimentRuleOpt = "published",
 ) -> None:
-    """Re-score saved predictions without a model (metrics.json, report.md, confusion.png)."""
+    """Re-score saved predictions without a model (metrics.json, report.md and, for the label
+    benchmarks, confusion.png), also those of AffectGPT and Emotion-LLaMA-v2. Rows that cannot
+    be read are named (file:line) and left out, the others scored; then the exit code is 1."""
     from emotion_llama.data.samples import DataError
-    from emotion_llama.evaluate.runner import get_benchmark, read_predictions
+    from emotion_llama.evaluate.peer_formats import (
+        attach_golds,
+        keep_split,
+        read_gold_file,
+        read_prediction_file,
+    )
+    from emotion_llama.evaluate.runner import get_benchmark
 
     if not predictions.is_file():
         raise DataError(f"{predictions}: no such file")
     bench = get_benchmark(benchmark)
     target = _out_folder("--out", out or predictions.parent)
-    records = read_predictions(predictions)
-    _score_and_report(bench, records, predictions, target, _judge(judge, target), wheels, None)
+    read = read_prediction_file(predictions, fmt)
+    problems = list(read.problems)
+    records, warnings = read.records, []
+    if gold is not None:
+        golds, gold_problems = read_gold_file(gold)
+        problems += gold_problems
+        records, warnings = attach_golds(records, golds, gold)
+    if split is not None:
+        records = keep_split(records, split, predictions)
+    else:
+        splits = sorted({str(r["split"]) for r in records if r.get("split") is not None})
+        if len(splits) > 1:
+            warnings.append(
+                f"the predictions of {len(splits)} splits ({', '.join(splits)}) are scored together; "
+                "--split picks one"
+            )
+    for problem in problems:
+        err_console.print(f"[bold red]left out:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    for text in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    if not records:
+        raise DataError(f"{predictions}: no prediction left to score")
+    _score_and_report(
+        bench,
+        records,
+        predictions,
+        target,
+        _judge(judge, target),
+        wheels,
+        None,
+        warnings,
+        sentiment_rule=sentiment_rule,
+        rejected=problems,
+        source_format=read.format,
+    )
+    if problems:
+        raise typer.Exit(code=1)
 
 
 @app.command()

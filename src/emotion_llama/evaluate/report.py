@@ -31,12 +31,23 @@ def render_markdown(m: dict[str, Any]) -> str:
     lines = [f"# {m['benchmark']} evaluation", ""]
     if m.get("model"):
         lines.append(f"- model: `{m['model']}`")
-    lines.append(f"- samples scored: {m['n']}")
+    fmt = f" (`{m['source_format']}` format)" if m.get("source_format") else ""
+    lines.append(f"- predictions: {m['n']}{fmt}")
     if m.get("judge"):
         lines.append(f"- judge: `{m['judge']}`")
+    for key, what in (("n_empty_reference", "reference"), ("n_empty_gold", "gold")):
+        if m.get(key):
+            lines.append(f"- skipped for an empty {what} (as AffectGPT skips them): {m[key]}")
     lines += [f"- **warning**: {w}" for w in m.get("warnings", [])]
+    if m.get("rejected"):
+        lines.append(f"- **rows left out** ({len(m['rejected'])}; the others are scored):")
+        lines += [f"  - {p}" for p in m["rejected"]]
     lines.append("")
-    if "last_word" in m:
+    if "sentiment_rule" in m:
+        lines += _sentiment_lines(m)
+    elif "last_word" not in m and "hit_rate" in m:
+        lines += _hit_rate_lines(m)
+    elif "last_word" in m:
         lines += [
             "| answer parser | accuracy (WAR) | weighted F1 | macro F1 | UAR | unparsed |",
             "|---|---|---|---|---|---|",
@@ -48,6 +59,15 @@ def render_markdown(m: dict[str, Any]) -> str:
                 f"| {_pct(r['uar'])} | {m[f'unparsed_{key}']} |"
             )
         lines += ["", "Answers outside the label set count as neutral (both parsers).", ""]
+        if "combined" in m:
+            c = m["combined"]
+            lines += [
+                f"MER2023 combined score (weighted F1 - 0.25 x valence MSE; valence MSE "
+                f"{c['valence_mse']:.4f}): last word {c['last_word']:.4f}, robust {c['robust']:.4f}",
+                "",
+            ]
+        if isinstance(m.get("hit_rate"), dict):
+            lines += [f"Hit rate (MER-UniBench, emotion wheels): {_pct(m['hit_rate']['hit_rate'])}", ""]
         if "folds" in m:
             lines += ["| fold | n | UAR | WAR |", "|---|---|---|---|"]
             for fold, f in m["folds"].items():
@@ -85,6 +105,34 @@ def render_markdown(m: dict[str, Any]) -> str:
             for wheel, w in m["per_wheel"].items():
                 lines.append(f"| {wheel} | {_pct(w['fs'])} | {_pct(w['precision'])} | {_pct(w['recall'])} |")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _sentiment_lines(m: dict[str, Any]) -> list[str]:
+    lines = [
+        "| answer parser | weighted F1 | accuracy | scored | neutral golds removed | undecided answers |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, title in (("exact", "exact (the whole answer)"), ("robust", "robust")):
+        r = m[key]
+        lines.append(
+            f"| {title} | {_pct(r['weighted_f1'])} | {_pct(r['accuracy'])} | {r['n']} | {r['neutral_gold']} "
+            f"| {r['undecided']} |"
+        )
+    lines += [
+        "",
+        f"Sentiment rule `{m['sentiment_rule']}`: {m['sentiment_rule_text']}. Undecided answers name "
+        "neither positive nor negative.",
+    ]
+    return lines
+
+
+def _hit_rate_lines(m: dict[str, Any]) -> list[str]:
+    lines = ["| hit rate | samples with a gold sector |", "|---|---|"]
+    lines.append(f"| {_pct(m['hit_rate'])} | {m.get('n_scored')} |")
+    lines += ["", "| wheel | hit rate | scored |", "|---|---|---|"]
+    for wheel, w in m["per_wheel"].items():
+        lines.append(f"| {wheel} | {_pct(w['hit_rate'])} | {w['n_scored']} |")
+    return lines
 
 
 def _num(x: float | None) -> str:

@@ -55,6 +55,20 @@ class BenchmarkSpec:
     manifest: str | None = None
     #: With a manifest: only the rows of this split.
     split: str | None = None
+    #: How a classification benchmark is scored: ``labels`` (accuracy, F1, UAR over ``labels``),
+    #: ``hit-rate`` (MER-UniBench's basic-emotion hit rate: any gold label, through the emotion
+    #: wheels) or ``sentiment`` (positive/negative weighted F1, neutral golds removed).
+    scoring: str = "labels"
+
+
+#: The sentiment benchmarks' answer words.
+SENTIMENT_LABELS: tuple[str, ...] = ("positive", "negative", "neutral")
+SENTIMENT_INSTRUCTION = (
+    "Please determine the sentiment the person in the video expresses: positive, negative or neutral."
+)
+#: MELD's seven emotions and IEMOCAP's four classes, in the project's words.
+MELD_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")
+IEMOCAP_LABELS: tuple[str, ...] = ("neutral", "happy", "sad", "angry")
 
 
 def _label_instruction(labels: Sequence[str]) -> str:
@@ -72,6 +86,26 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         folds=tuple(f"fold{i}" for i in range(1, 6)),
         numeric_labels=DFEW_LABELS,
     ),
+    **{
+        name: BenchmarkSpec(
+            name,
+            "classification",
+            labels,
+            instruction=_label_instruction(labels),
+            scoring="hit-rate",
+        )
+        for name, labels in (("meld", MELD_LABELS), ("iemocap", IEMOCAP_LABELS))
+    },
+    **{
+        name: BenchmarkSpec(
+            name,
+            "classification",
+            SENTIMENT_LABELS,
+            instruction=SENTIMENT_INSTRUCTION,
+            scoring="sentiment",
+        )
+        for name in ("mosi", "mosei", "sims", "sims-v2")
+    },
     "emer": BenchmarkSpec("emer", "emer", task="reason", instruction=REASON_INSTRUCTIONS[0]),
     "ov": BenchmarkSpec("ov", "ov", task="reason", instruction=REASON_INSTRUCTIONS[0]),
 }
