@@ -2,7 +2,9 @@
 
 :class:`TrainConfig` is what :func:`emotion_llama.train.loop.train` reads; a recipe
 (:mod:`emotion_llama.train.recipe`) fills it from YAML. The model's own configuration is
-:class:`emotion_llama.config.EmotionLlamaConfig`.
+:class:`emotion_llama.config.EmotionLlamaConfig`. Stage 3 (``stage: grpo``) adds the ``grpo:``
+and ``rewards:`` sections, :class:`GrpoConfig` and its :class:`RewardWeights`, which
+:func:`emotion_llama.train.grpo_loop.train_grpo` reads beside the :class:`TrainConfig`.
 """
 
 from __future__ import annotations
@@ -85,3 +87,130 @@ class TrainConfig:
     def resume_settings(self) -> dict[str, Any]:
         """The settings a checkpoint records and a resume must match (:data:`RESUME_KEYS`)."""
         return {k: getattr(self, k) for k in RESUME_KEYS}
+
+
+AnswerFormat = Literal["plain", "think"]
+ANSWER_FORMATS: tuple[str, ...] = ("plain", "think")
+LossNorm = Literal["sequence", "token"]
+LOSS_NORMS: tuple[str, ...] = ("sequence", "token")
+Parser = Literal["robust", "last_word"]
+PARSERS: tuple[str, ...] = ("robust", "last_word")
+
+
+@dataclass
+class RewardWeights:
+    """The weight of each reward component in the total reward (the ``rewards:`` section); a
+    component of weight 0 is not computed (accuracy, which is always logged, excepted)."""
+
+    #: 1 when the parsed label is the gold label, else 0.
+    accuracy: float = 1.0
+    #: 1 when the answer has the configured form (``grpo.answer_format``), else 0.
+    format: float = 0.5
+    #: Open-vocabulary overlap (emotion-wheel Fs of the answer's words against the gold words).
+    ov: float = 0.0
+    #: 1 when the reasoning names only clues the clip has (the faithfulness check), else 0.
+    faithful: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "format": self.format, "ov": self.ov, "faithful": self.faithful}
+
+
+@dataclass
+class GrpoConfig:
+    """Stage 3: GRPO with verifiable rewards (the ``grpo:`` section; docs/training.md)."""
+
+    #: Answers sampled per prompt (G); the advantages are normalised within each group.
+    group_size: int = 8
+    #: Weight of the k3 KL estimate to the reference (the starting weights); 0 skips it.
+    beta: float = 0.04
+    #: The ratio is clipped to [1 - clip_eps, 1 + clip_eps_high].
+    clip_eps: float = 0.2
+    #: Upper clip (DAPO's clip-higher); ``None`` means ``clip_eps``.
+    clip_eps_high: float | None = None
+    #: Optimiser steps per batch of rollouts (mu); above 1 the ratio and its clip are active.
+    iterations: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: ``plain``: the project's answer, a text whose last word is the label; ``think``:
+    #: ``<think>...</think><answer>...</answer>``.
+    answer_format: AnswerFormat = "plain"
+    #: With ``think``: a reasoning longer than this many words fails the format reward.
+    max_think_words: int | None = None
+    #: How the label is read: ``robust`` (label words and synonyms, negated mentions skipped) or
+    #: ``last_word`` (the authors' rule, without its neutral default).
+    parser: Parser = "robust"
+    #: The label set: ``mer6``, ``merr9``, ``dfew7`` or a file with one label per line.
+    labels: str = "mer6"
+    #: The task of the prompt (its ``[task]`` tag and default instruction); the gold label is the
+    #: clip's emotion target whatever the task.
+    task: str = "emotion"
+    #: The instruction; ``None``: the task's (with ``think``, followed by the format's).
+    instruction: str | None = None
+    #: The prompt layout (``training`` or ``inference``); ``None``: the model's ``prompt.layout``,
+    #: the one generation and evaluation use.
+    layout: str | None = None
+    #: ``sequence``: each answer's token mean, then the mean over answers (GRPO); ``token``: the
+    #: mean over all answer tokens (DAPO).
+    loss_norm: LossNorm = "sequence"
+    #: Divide each group's centred rewards by their standard deviation (false: Dr. GRPO).
+    scale_rewards: bool = True
+    #: Folder of the emotion-wheel tables (needed when ``rewards.ov`` > 0).
+    wheels: str | None = None
+    #: Clue records keyed by clip name (a MERR JSON: ``visual_prior_list``, ``audio_prior_list``,
+    #: ``text``) for ``rewards.faithful``; ``None``: the data folder's merr_fine.json, else
+    #: merr_coarse.json.
+    clues: str | None = None
+    rewards: RewardWeights = field(default_factory=RewardWeights)
+
+    @property
+    def clip_high(self) -> float:
+        return self.clip_eps if self.clip_eps_high is None else self.clip_eps_high
+
+    def validate(self) -> GrpoConfig:
+        from emotion_llama.prompts import TASKS
+
+        for key in ("group_size", "iterations", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise TrainError(f"grpo.{key} must be >= 1, got {getattr(self, key)}")
+        if self.group_size < 2:
+            raise TrainError("grpo.group_size must be >= 2: advantages compare answers within a group")
+        if self.beta < 0:
+            raise TrainError(f"grpo.beta must be >= 0, got {self.beta}")
+        if not 0 < self.clip_eps < 1 or self.clip_high <= 0:
+            raise TrainError(f"grpo.clip_eps must be in (0, 1) and clip_eps_high > 0, got {self.clip_eps}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise TrainError(
+                f"grpo.temperature must be > 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}"
+            )
+        for key, allowed in (
+            ("answer_format", ANSWER_FORMATS),
+            ("loss_norm", LOSS_NORMS),
+            ("parser", PARSERS),
+        ):
+            if getattr(self, key) not in allowed:
+                raise TrainError(
+                    f"grpo.{key} must be one of {', '.join(allowed)}, not {getattr(self, key)!r}"
+                )
+        if self.task not in TASKS:
+            raise TrainError(f"grpo.task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        if self.layout not in (None, "training", "inference"):
+            raise TrainError(f"grpo.layout must be training, inference or null, not {self.layout!r}")
+        if self.max_think_words is not None and self.max_think_words < 1:
+            raise TrainError(f"grpo.max_think_words must be >= 1 or null, got {self.max_think_words}")
+        weights = self.rewards.as_dict()
+        if any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise TrainError(f"rewards: weights must be >= 0 and one of them > 0, got {weights}")
+        if self.rewards.ov > 0 and not self.wheels:
+            raise TrainError("rewards.ov > 0 needs grpo.wheels, the folder of the emotion-wheel tables")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resume_settings(self) -> dict[str, Any]:
+        """What fixes the rollouts and the loss; a resume with other values is refused."""
+        d = self.to_dict()
+        d.pop("wheels")
+        d.pop("clues")
+        return d

@@ -19,6 +19,12 @@ A recipe file looks like this (every key optional; the defaults are SPEC 4's sta
             cache_vit: false, eval_metrics: false, eval_max_clips: 64}
     schedule: {kind: warmup_cosine, init_lr: 1.0e-5, min_lr: 1.0e-6, warmup_lr: 1.0e-6,
                warmup_steps: 1000, total_steps: null, per_epoch: true}
+    stage: sft                # sft (stages 1-2) | grpo (stage 3, with the two sections below)
+    grpo: {group_size: 8, beta: 0.04, clip_eps: 0.2, clip_eps_high: null, iterations: 1,
+           max_new_tokens: 64, temperature: 1.0, top_p: 1.0, answer_format: plain,
+           max_think_words: null, parser: robust, labels: mer6, task: emotion, instruction: null,
+           layout: null, loss_norm: sequence, scale_rewards: true, wheels: null, clues: null}
+    rewards: {accuracy: 1.0, format: 0.5, ov: 0.0, faithful: 0.0}
 
 ``train.batch_size`` is per process: under ``accelerate launch``/``torchrun`` with W processes a
 micro-batch holds ``batch_size * W`` items. ``train.save_every`` (steps) adds ``step_N``
@@ -27,13 +33,16 @@ checkpoints (the newest ``keep_last`` kept) for mid-epoch resume; ``train.log_wi
 
 ``schedule.total_steps: null`` means ``train.epochs * train.iters_per_epoch``; ``per_epoch``
 steps the cosine once per epoch as the authors' code does (``false``: per iteration).
+``stage: grpo`` runs :func:`emotion_llama.train.grpo_loop.train_grpo` on the emotion-labelled
+clips of ``data`` instead of the supervised loop (``tasks`` is then unused: the prompt's task is
+``grpo.task``); ``grpo.*`` and ``rewards.*`` keys are refused in a recipe of another stage.
 Relative paths are taken from the current directory. :func:`load_recipe` applies ``key=value``
 overrides with dotted keys (``train.epochs=2 schedule.init_lr=1e-4 data=DIR``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -47,7 +56,7 @@ from emotion_llama.train.checkpointing import (
     read_pointer,
     read_train_clips,
 )
-from emotion_llama.train.config import TrainConfig
+from emotion_llama.train.config import GrpoConfig, RewardWeights, TrainConfig
 from emotion_llama.train.schedule import Schedule
 
 
@@ -77,6 +86,9 @@ class Recipe:
     train_split: str | None = field(default="train", metadata={"key": "split.train"})
     val_split: str | None = field(default="val", metadata={"key": "split.val"})
     train: TrainConfig = field(default_factory=TrainConfig)
+    #: ``sft`` (stages 1 and 2) or ``grpo`` (stage 3: ``grpo`` and its ``rewards``).
+    stage: str = "sft"
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     source: str = field(default="<defaults>", metadata={"key": None})
 
 
@@ -123,7 +135,8 @@ def _key_table() -> dict[str, _Key]:
     ``train`` (``out_dir``, ``train.*``) and of the train config's ``schedule`` (``schedule.*``).
 
     Not keys: ``Recipe.source``; ``TrainConfig.betas`` (recipes keep the default) and its
-    ``schedule`` (a section). ``out_dir`` is a top-level key. ``schedule.total_steps`` may be null
+    ``schedule`` (a section); ``GrpoConfig.rewards`` (the ``rewards.*`` section). ``out_dir`` is a
+    top-level key. ``schedule.total_steps`` may be null
     (then ``train.epochs * train.iters_per_epoch``), and ``schedule.per_epoch`` stands for
     Schedule's ``iters_per_epoch`` (true: ``train.iters_per_epoch``; false: ``None``).
     """
@@ -141,6 +154,9 @@ def _key_table() -> dict[str, _Key]:
             schedule["schedule.total_steps"] = _Key("int?", None, "schedule", "total_steps")
             schedule["schedule.per_epoch"] = _Key("bool", True, "schedule", None)
             keys.update(schedule)
+        elif f.name == "grpo":
+            keys.update(_field_keys(GrpoConfig, recipe.grpo, "grpo", "grpo.", skip=("rewards",)))
+            keys.update(_field_keys(RewardWeights, recipe.grpo.rewards, "rewards", "rewards.", skip=()))
         elif f.metadata.get("key", f.name) is not None:
             keys[f.metadata.get("key", f.name)] = _Key(
                 _kind(hints[f.name]), getattr(recipe, f.name), "recipe", f.name
@@ -149,6 +165,8 @@ def _key_table() -> dict[str, _Key]:
 
 
 _KEYS = _key_table()
+#: What ``stage:`` may say.
+STAGES: tuple[str, ...] = ("sft", "grpo")
 #: Every key a recipe may set (dotted), with its kind: str, str?, int, int?, float, bool, list, specs.
 KEYS: dict[str, str] = {k: key.kind for k, key in _KEYS.items()}
 SECTIONS = tuple(dict.fromkeys(k.partition(".")[0] for k in KEYS if "." in k))
@@ -262,11 +280,21 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     flat = _flatten(data, path)
     _check_known(list(flat), str(path))
     values = _defaults()
+    given = set(flat)
     for key, value in flat.items():
         values[key] = _coerce(key, value, str(path))
     for text in overrides or []:
         key, value = _parse_override(text, path)
         values[key] = _coerce(key, value, f"override {text!r}")
+        given.add(key)
+    if values["stage"] not in STAGES:
+        raise RecipeError(f"{path}: stage must be one of {', '.join(STAGES)}, not {values['stage']!r}")
+    stray = sorted(k for k in given if k.startswith(("grpo.", "rewards.")))
+    if stray and values["stage"] != "grpo":
+        raise RecipeError(
+            f"{path}: {', '.join(stray)}: settings of stage grpo, but the recipe's stage is "
+            f"{values['stage']} (set stage: grpo)"
+        )
     return _build(values, path)
 
 
@@ -281,13 +309,16 @@ def _build(v: dict[str, Any], path: Path) -> Recipe:
         )
     except EmotionLlamaError as exc:
         raise RecipeError(f"{path}: {exc}") from None
+    grpo = GrpoConfig(**_section(v, "grpo"), rewards=RewardWeights(**_section(v, "rewards")))
     try:
         cfg.validate()
+        if v["stage"] == "grpo":
+            grpo.validate()
     except EmotionLlamaError as exc:
         raise RecipeError(f"{path}: {exc}") from None
     if not v["data"]:
         raise RecipeError(f"{path}: no data folder (set data: or pass data=DIR)")
-    return Recipe(**_section(v, "recipe"), train=cfg, source=str(path))
+    return Recipe(**_section(v, "recipe"), train=cfg, grpo=grpo, source=str(path))
 
 
 def resolve_checkpoint(path: str | Path, *, quiet: bool = False) -> Path:
@@ -319,11 +350,13 @@ def build_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
     return model, EmotionLlamaProcessor(load_tokenizer(config), config)
 
 
-def run_recipe(recipe: Recipe) -> dict[str, Any]:
-    """Build or load the model, read the datasets, train (resuming from ``out_dir/last`` when
-    present) and return the loop's summary plus ``out_dir``, ``last`` and ``best``."""
+def open_recipe_data(
+    recipe: Recipe, processor: Any, *, tasks: tuple[str, ...] | None = None
+) -> tuple[Any, Any]:
+    """The training set (``data`` and ``extra_data``) and the validation set (``split.val`` of
+    ``data``; ``None`` without one) of a recipe; ``tasks`` replaces the recipe's for the formats
+    that have several."""
     from emotion_llama.train.formats import EMOTION_ONLY, FORMATS, DataSpec, open_training_mix
-    from emotion_llama.train.loop import train
 
     if recipe.data_format not in FORMATS:
         raise RecipeError(
@@ -334,7 +367,6 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
             f"{recipe.source}: DFEW's test split cannot be the validation split (best-checkpoint "
             "selection never sees the test set); set split.val: null"
         )
-    model, processor = build_recipe_model(recipe)
     seed = recipe.train.seed
 
     def main_spec(split: str | None) -> DataSpec:
@@ -344,7 +376,7 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
             recipe.data,
             split=split,
             # emotion-only formats have one task; the recipe's list is for the others
-            tasks=None if fmt in EMOTION_ONLY else recipe.tasks,
+            tasks=None if fmt in EMOTION_ONLY else (tasks or recipe.tasks),
             fold=recipe.fold,
             features=recipe.features,
             min_confidence=recipe.min_confidence,
@@ -352,6 +384,8 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
 
     try:
         extra = [DataSpec.from_mapping(d) for d in recipe.extra_data]
+        if tasks is not None:
+            extra = [replace(e, tasks=None if e.format in EMOTION_ONLY else tasks) for e in extra]
         splittable = recipe.data_format not in ("pseudo", "jsonl")  # a manifest has its split column
         train_set = open_training_mix(
             [main_spec(recipe.train_split if splittable else None), *extra], processor, seed=seed
@@ -365,20 +399,105 @@ def run_recipe(recipe: Recipe) -> dict[str, Any]:
         raise
     except EmotionLlamaError as exc:
         raise RecipeError(f"{recipe.source}: {exc}") from None
-    inherited: set[str] = set()
-    if recipe.init_from:  # the clips the start point trained on count as this run's too
-        start = resolve_checkpoint(recipe.init_from, quiet=True)
-        inherited = read_train_clips(start / TRAIN_CLIPS_FILE) | read_train_clips(
-            start.parent / TRAIN_CLIPS_FILE
-        )
-    summary = train(model, processor, train_set, recipe.train, val_dataset=val_set, also_trained_on=inherited)
-    out = Path(recipe.train.out_dir)
+    return train_set, val_set
+
+
+def inherited_clips(recipe: Recipe) -> set[str]:
+    """The clips the start point (``init_from``) trained on: they count as this run's too."""
+    if not recipe.init_from:
+        return set()
+    start = resolve_checkpoint(recipe.init_from, quiet=True)
+    return read_train_clips(start / TRAIN_CLIPS_FILE) | read_train_clips(start.parent / TRAIN_CLIPS_FILE)
+
+
+def with_run_pointers(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """The loop's summary plus ``out_dir``, ``last`` and ``best`` (folders, or ``None``)."""
+    out = Path(out_dir)
     last = read_pointer(out)
     best = read_pointer(out, BEST_FILE)
     summary["out_dir"] = str(out)
     summary["last"] = str(out / str(last["dir"])) if last else None
     summary["best"] = str(out / str(best["dir"])) if best else None
     return summary
+
+
+def run_recipe(recipe: Recipe) -> dict[str, Any]:
+    """Build or load the model, read the datasets, train (resuming from ``out_dir/last`` when
+    present) and return the loop's summary plus ``out_dir``, ``last`` and ``best``. A recipe of
+    ``stage: grpo`` runs :func:`run_grpo_recipe`."""
+    if recipe.stage == "grpo":
+        return run_grpo_recipe(recipe)
+    from emotion_llama.train.loop import train
+
+    model, processor = build_recipe_model(recipe)
+    train_set, val_set = open_recipe_data(recipe, processor)
+    inherited = inherited_clips(recipe)
+    summary = train(model, processor, train_set, recipe.train, val_dataset=val_set, also_trained_on=inherited)
+    return with_run_pointers(summary, recipe.train.out_dir)
+
+
+def _grpo_clues(recipe: Recipe) -> dict[str, Any] | None:
+    """The clue records of the faithfulness reward (``rewards.faithful`` > 0): ``grpo.clues``, else
+    the data folder's ``merr_fine.json`` or ``merr_coarse.json``."""
+    from emotion_llama.train.grpo_data import default_clues, load_clues
+
+    gcfg = recipe.grpo
+    if gcfg.rewards.faithful <= 0:
+        return None
+    path = Path(gcfg.clues) if gcfg.clues else default_clues(recipe.data)
+    if path is None:
+        raise RecipeError(
+            f"{recipe.source}: rewards.faithful > 0 needs the clips' clue records: set grpo.clues "
+            "(a MERR JSON such as merr_fine.json, or a JSONL of clue records)"
+        )
+    try:
+        return dict(load_clues(path))
+    except EmotionLlamaError as exc:
+        raise RecipeError(f"{recipe.source}: grpo.clues: {exc}") from None
+
+
+def run_grpo_recipe(recipe: Recipe) -> dict[str, Any]:
+    """Stage 3: the model from ``init_from`` (normally the stage-2 run folder, its ``last``), the
+    prompts from the emotion-labelled clips of ``data`` (``split.train``; ``split.val`` for the
+    per-epoch greedy validation with ``train.eval_metrics``), the emotion-wheel tables of
+    ``grpo.wheels`` (``rewards.ov`` > 0) and the clue records of :func:`_grpo_clues`, then
+    :func:`~emotion_llama.train.grpo_loop.train_grpo` (resuming from ``out_dir/last``). Returns
+    its summary plus ``out_dir``, ``last`` and ``best``."""
+    from emotion_llama.data.samples import TrainDataError
+    from emotion_llama.train.grpo_data import PromptSet, describe
+    from emotion_llama.train.grpo_loop import train_grpo
+
+    gcfg = recipe.grpo
+    if not recipe.init_from:
+        print("note: stage grpo without init_from starts from the preset's weights, not a stage-2 run")
+    wheels = None
+    if gcfg.rewards.ov > 0:
+        from emotion_llama.evaluate.openvocab import EmotionWheels
+
+        try:
+            wheels = EmotionWheels.load(str(gcfg.wheels))
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{recipe.source}: grpo.wheels: {exc}") from None
+    clues = _grpo_clues(recipe)
+    model, processor = build_recipe_model(recipe)
+    train_set, val_set = open_recipe_data(recipe, processor, tasks=("emotion",))
+    try:
+        prompts = PromptSet(train_set, gcfg, clues=clues)
+        val_prompts = PromptSet(val_set, gcfg, clues=clues) if val_set is not None else None
+    except TrainDataError as exc:
+        raise RecipeError(f"{recipe.source}: {exc}") from None
+    print(f"stage grpo: {describe(prompts)}", flush=True)
+    summary = train_grpo(
+        model,
+        processor,
+        prompts,
+        recipe.train,
+        gcfg,
+        val_prompts=val_prompts,
+        wheels=wheels,
+        also_trained_on=inherited_clips(recipe),
+    )
+    return with_run_pointers(summary, recipe.train.out_dir)
 
 
 def _optional_val(open_val: Any) -> Any:

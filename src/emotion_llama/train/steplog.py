@@ -2,7 +2,8 @@
 
 Only the main process writes. ``losses.jsonl`` has one line per optimiser step: ``step``
 (0-based), ``epoch``, ``loss`` (global mean), ``lr``. The trackers (``out_dir/logs``) get
-``train/loss``, ``train/lr``, ``train/tokens_per_s``, ``train/samples_per_s`` at the step's
+``train/loss``, ``train/lr``, ``train/tokens_per_s``, ``train/samples_per_s`` (and a step's
+extra values: stage 3's rewards, KL and answer length, also in ``losses.jsonl``) at the step's
 0-based index, and ``val/loss`` (with ``eval_metrics`` also ``val/accuracy``,
 ``val/weighted_f1``) at the epoch's last step. Every ``log_every`` steps a line with the loss,
 the lr and the throughput since the last line (or the epoch's start) is printed.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 
 LOSSES_FILE = "losses.jsonl"
 LOGS_DIR = "logs"
+#: Extra step values printed on the console line when a step logs them.
+CONSOLE_EXTRAS: tuple[str, ...] = ("reward", "accuracy", "kl")
 
 
 def read_losses(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -72,14 +76,25 @@ class StepLog:
         self._since, self._window = time.perf_counter(), 0
 
     def step(
-        self, step: int, epoch: int, loss: float, lr: float, samples: float, tokens: float, secs: float
+        self,
+        step: int,
+        epoch: int,
+        loss: float,
+        lr: float,
+        samples: float,
+        tokens: float,
+        secs: float,
+        extra: Mapping[str, float] | None = None,
     ) -> None:
         """Step ``step`` (0-based) of ``epoch``: its loss, lr, and the samples and tokens it read
-        in ``secs`` seconds."""
+        in ``secs`` seconds. ``extra`` values (stage 3: rewards, KL, answer length) join the
+        ``losses.jsonl`` line under their names and the trackers as ``train/<name>``; those of
+        :data:`CONSOLE_EXTRAS` also join the console line."""
         if not self.main:
             return
+        extra = dict(extra or {})
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr}) + "\n")
+            f.write(json.dumps({"step": step, "epoch": epoch, "loss": loss, "lr": lr, **extra}) + "\n")
         secs = max(secs, 1e-9)
         self.accelerator.log(
             {
@@ -87,13 +102,15 @@ class StepLog:
                 "train/lr": lr,
                 "train/tokens_per_s": tokens / secs,
                 "train/samples_per_s": samples / secs,
+                **{f"train/{k}": v for k, v in extra.items()},
             },
             step=step,
         )
         self._window += 1
         if (step + 1) % self.log_every == 0:
             rate = self._window * self.items_per_step / max(time.perf_counter() - self._since, 1e-9)
-            print(f"epoch {epoch} step {step + 1} loss {loss:.4f} lr {lr:.3e} {rate:.1f} samples/s")
+            shown = "".join(f" {k} {extra[k]:.4f}" for k in CONSOLE_EXTRAS if k in extra)
+            print(f"epoch {epoch} step {step + 1} loss {loss:.4f}{shown} lr {lr:.3e} {rate:.1f} samples/s")
             self.restart_rate()
 
     def values(self, values: dict[str, float], step: int) -> None:
