@@ -33,6 +33,13 @@ if ! "$VPY" -c "import emotion_llama, pytest, ruff" >/dev/null 2>&1 \
   touch .venv/.emotion-llama-installed
 fi
 
+# Ray Data: the [ray] extra (--engine ray, docs/scale-out.md), pinned; its tests start a real Ray
+# cluster on loopback (tests/test_ray_engine.py).
+if ! "$VPY" -c "import ray.data" >/dev/null 2>&1; then
+  echo "[setup] installing ray[data]==2.60.0 (the [ray] extra)"
+  pipq "ray[data]==2.60.0"
+fi
+
 # System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence;
 # espeak-ng-data has its Mandarin voice, cmn-latn-pinyin, for the language tests),
 # pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the

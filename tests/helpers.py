@@ -20,3 +20,24 @@ def random_media(config, batch: int, seed: int = 0) -> dict:
         "temporal_feats": torch.randn(batch, f.temporal_dim, generator=g),
         "audio_feats": torch.randn(batch, f.audio_dim, generator=g),
     }
+
+
+def tree_bytes(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``root`` as ``{relative path: bytes}``, leaving out the paths that start with
+    one of ``skip`` (e.g. ``"shards/"``, ``"llm_cache.sqlite"``): two outputs are equal byte for byte
+    when these dicts are."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not any(rel == s or rel.startswith(s) for s in skip):
+            out[rel] = p.read_bytes()
+    return out
+
+
+def failure_rows(stderr: str) -> list[str]:
+    """The rows of a command's failed-clips table (clip name and reason words), in order."""
+    rows = []
+    for line in stderr.splitlines():
+        if line.startswith("│") and not line.startswith("│ video"):
+            rows.append(" ".join(line.replace("│", " ").split()))
+    return rows

@@ -182,7 +182,9 @@ def nrc_votes(text: str, lexicon: Mapping[str, frozenset[str]]) -> tuple[dict[st
         if any(t in _NEGATORS or t.endswith("n't") for t in window):
             continue
         for form in _variants(tok):
-            emotions = [e for e in lexicon.get(form, ()) if e in _NRC_TO_LABEL]
+            # sorted: a frozenset's order changes with each process's string hash seed, and the
+            # votes' order is written into records (and breaks ties)
+            emotions = [e for e in sorted(lexicon.get(form, ())) if e in _NRC_TO_LABEL]
             if emotions:
                 for e in emotions:
                     votes[e] = votes.get(e, 0.0) + 1.0 / len(emotions)

@@ -37,8 +37,10 @@ from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.encoders.store import atomic_write_bytes, jpeg_bytes
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import json_bytes, record_id
+from emotion_llama.perception.engines import EncodeSpec, Engine, perceive_clips
 from emotion_llama.perception.extract import BatchSummary
 from emotion_llama.prompts import LABELS
+from emotion_llama.shards import Shard, mark_done, select
 
 
 @dataclass
@@ -72,6 +74,11 @@ class AnnotateOptions:
     #: Language of the coarse captions' clue phrases and tone words: en (MERR's), zh (Chinese; see
     #: annotate/clue_text_zh.py). The record's clue fields and the LLM's prompts stay English.
     clue_language: str = "en"
+    #: Where stage 1 runs (:mod:`emotion_llama.perception.engines`); ``None``: the local pool of
+    #: ``workers`` processes.
+    engine: Engine | None = None
+    #: Only this shard's clips, into ``OUT/shards/i-of-N`` (``emotion-llama merge OUT`` joins them).
+    shard: Shard | None = None
 
 
 @dataclass
@@ -156,18 +163,17 @@ def annotate_folder(
     on_record: Callable[[str], None] | None = None,
     problems: Sequence[tuple[str, str]] = (),
 ) -> AnnotateSummary:
-    from emotion_llama.annotate.export import validate_record, write_all
-    from emotion_llama.annotate.filters import class_balance
-    from emotion_llama.annotate.report import write_report
     from emotion_llama.backends.llm import make_llm
-    from emotion_llama.perception.extract import failure_reason, perceive_all, scan_videos
+    from emotion_llama.perception.extract import failure_reason, scan_videos
     from emotion_llama.progress import progress_bar
 
-    out = Path(out)
+    shard = options.shard
+    out = shard.folder(out) if shard is not None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_videos(videos)
-    all_videos = scan.videos
-    failed = [*problems, *scan.problems]  # clips the caller could not place (a manifest's), then the folder's
+    all_videos = select(scan.videos, shard, lambda v: v.stem)
+    # clips the caller could not place (a manifest's: already the shard's), then the folder's
+    failed = [*problems, *select(scan.problems, shard, lambda pr: Path(pr[0]).stem)]
     summary = AnnotateSummary(total=len(all_videos) + len(failed), failed=failed)
     for stale in out.rglob(".*.tmp"):
         stale.unlink(missing_ok=True)
@@ -181,6 +187,8 @@ def annotate_folder(
     done_clues = {v for v in all_videos if _read_json(out / "work" / f"{rid[v]}.json") is not None}
     todo = [v for v in all_videos if v not in done_final and v not in done_clues]
 
+    engine = options.engine or Engine(workers=max(1, options.workers))
+    encode_spec = EncodeSpec(config, options.device) if options.with_features else None
     store = encoders = None
     if options.with_features:
         import torch
@@ -196,7 +204,8 @@ def annotate_folder(
             {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim},
             "authors",
         )
-        encoders = build_encoders(config, device=options.device, dtype=torch.float32)
+        if encode_spec is not None and not encode_spec.in_actors(engine):
+            encoders = build_encoders(config, device=options.device, dtype=torch.float32)
 
     import time
 
@@ -208,10 +217,11 @@ def annotate_folder(
     with bar:
         task = bar.add_task("clues", total=len(todo))
         if todo:
-            for path, result in perceive_all(
-                todo, config.perception, options.frame, options.workers, options.subtitles or {}
+            for item in perceive_clips(
+                todo, config.perception, options.frame, options.subtitles or {}, engine, encode=encode_spec
             ):
                 bar.advance(task)
+                path, result = item.path, item.result
                 if isinstance(result, BaseException):
                     summary.failed.append((str(path), failure_reason(result, path)))
                     continue
@@ -220,10 +230,8 @@ def annotate_folder(
                     record = clue_record(result, labels=labels, **_clue_options(options))
                     describe_peak(record, result, describer, clue_language=options.clue_language)
                     save_clue_stage(out, result, record)
-                    if store is not None and encoders is not None:
-                        from emotion_llama.perception.pipeline import encode
-
-                        feats = encode([result], encoders, device=options.device)[0]
+                    if store is not None:
+                        feats = item.features if item.encoded else _encode_one(result, encoders, options)
                         if feats is not None:
                             store.write(result.name, feats, frame=result.global_frame, source=result.source)
                 except (EmotionLlamaError, OSError, ValueError) as exc:  # this clip alone fails
@@ -264,15 +272,54 @@ def annotate_folder(
         summary.timings["llm"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
+    export_dataset(out, [(rid[v], str(v)) for v in all_videos], options, summary)
+    summary.timings["export"] = time.perf_counter() - t2
+    if shard is not None:
+        mark_done(
+            out,
+            shard,
+            "dataset",
+            total=summary.total,
+            failed=[list(f) for f in summary.failed],
+            **merge_options(options),
+        )
+    return summary
+
+
+def _encode_one(result: Any, encoders: Any, options: AnnotateOptions) -> Any:
+    from emotion_llama.perception.pipeline import encode
+
+    return encode([result], encoders, device=options.device)[0]
+
+
+def merge_options(options: AnnotateOptions) -> dict[str, Any]:
+    """The options of stage 3 (filters, exports): a shard records them, the merge reruns it with them."""
+    return {
+        "duplicate_threshold": options.duplicate_threshold,
+        "drop_grounded": options.drop_grounded,
+        "with_features": options.with_features,
+    }
+
+
+def export_dataset(
+    out: Path, clips: Sequence[tuple[str, str]], options: AnnotateOptions, summary: AnnotateSummary
+) -> None:
+    """Stage 3 over the finished records of ``clips`` (``(record id, video)``, in the dataset's
+    order): validation (a record that fails is listed in ``summary.failed``), the filters, the
+    exports and the report; the counts go into ``summary``."""
+    from emotion_llama.annotate.export import validate_record, write_all
+    from emotion_llama.annotate.filters import class_balance
+    from emotion_llama.annotate.report import write_report
+
     records = []
-    for v in all_videos:
-        r = _read_json(out / "records" / f"{rid[v]}.json")
+    for rid, video in clips:
+        r = _read_json(out / "records" / f"{rid}.json")
         if r is None:
             continue
         try:  # a record that does not validate fails alone, with its reason, before any filter
             validate_record(r)
         except EmotionLlamaError as exc:
-            summary.failed.append((str(v), str(exc)))
+            summary.failed.append((video, str(exc)))
             continue
         records.append(r)
     filter_records(records, options.duplicate_threshold, drop_grounded=options.drop_grounded)
@@ -288,8 +335,6 @@ def annotate_folder(
             summary.filtered[key] = summary.filtered.get(key, 0) + 1
     summary.balance = class_balance([r["label"] for r in records if r["keep"]])
     summary.files = [*write_all(records, out), *write_report(records, out)]
-    summary.timings["export"] = time.perf_counter() - t2
-    return summary
 
 
 def load_labels(path: str | Path) -> dict[str, str]:

@@ -394,6 +394,33 @@ class CachedChatLLM:
             )
 
 
+def merge_caches(sources: Sequence[str | Path], into: str | Path) -> int:
+    """Add the answers of the caches ``sources`` (the shards' ``llm_cache.sqlite``) to the cache
+    ``into``, keeping the answers it already has: a later run over the merged dataset asks the LLM
+    nothing a shard asked. Returns how many answers were added."""
+    into = Path(into)
+    into.parent.mkdir(parents=True, exist_ok=True)
+    added = 0
+    db = sqlite3.connect(into, timeout=30)
+    try:
+        with db:  # one transaction, committed at the end
+            db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)")
+            for src in sources:
+                if not Path(src).is_file():
+                    continue
+                other = sqlite3.connect(f"file:{Path(src).resolve()}?mode=ro", uri=True, timeout=30)
+                try:
+                    rows = other.execute("SELECT key, answer FROM answers ORDER BY key").fetchall()
+                finally:
+                    other.close()
+                before = db.total_changes
+                db.executemany("INSERT OR IGNORE INTO answers (key, answer) VALUES (?, ?)", rows)
+                added += db.total_changes - before
+    finally:
+        db.close()
+    return added
+
+
 def stream_chat(llm: ChatLLM, conversation: list[Message], params: ChatParams) -> Iterator[str]:
     """Text pieces of the reply: streamed where the backend can, else its whole answer at once."""
     stream = getattr(llm, "chat_stream", None)

@@ -21,6 +21,7 @@ from emotion_llama.cli import serve_commands  # noqa: F401
 from emotion_llama.cli import data_commands  # noqa: F401
 from emotion_llama.cli import dataset_commands  # noqa: F401
 from emotion_llama.cli import export_commands  # noqa: F401
+from emotion_llama.cli import merge_commands  # noqa: F401
 
 # isort: on
 from emotion_llama.cli.analyze_commands import CSV_COLUMNS, _csv_row

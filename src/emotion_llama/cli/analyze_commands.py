@@ -13,9 +13,13 @@ from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import json_dumps, printable, text_for_file
 
 if TYPE_CHECKING:
+    from emotion_llama.annotate.pipeline import AnnotateSummary
+    from emotion_llama.perception.engines import Engine
     from emotion_llama.serve.predictor import Predictor
 from emotion_llama.cli.common import (
+    AddressOpt,
     AsrModelOpt,
+    EngineOpt,
     FrameOpt,
     FullModelOpt,
     LabelSetOpt,
@@ -26,12 +30,16 @@ from emotion_llama.cli.common import (
     ModalitiesOpt,
     ModelDeviceOpt,
     PresetOpt,
+    ShardOpt,
     VideoRootOpt,
     VLMOpt,
+    _engine,
     _exit_on_failures,
     _load_config,
     _out_file,
     _out_folder,
+    _print_shard_done,
+    _shard,
     _video_source,
     _write_json_file,
     app,
@@ -133,18 +141,28 @@ def analyze(
         str | None, typer.Option(help="Use this text instead of speech recognition (every clip).")
     ] = None,
     modalities: ModalitiesOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
     """The emotion of the person in a video, with the reasoning and the clues behind it. By default
     the clue pipeline (faces, action units, tone, transcript) with a local instruct LLM; with
     --model, the full multimodal Emotion-LLaMA model. Folders contribute their videos; clips go in
     batches of 8; a broken clip gets its error in its place and the others go on (exit code 1 when
-    any failed). Writes the AU timeline PNG next to the JSON/JSONL."""
+    any failed). Writes the AU timeline PNG next to the JSON/JSONL. --engine ray perceives the
+    clips on a Ray cluster (the LLM or model stage stays in this process); --shard i/N analyses
+    one shard of them (give each shard its own --json/--jsonl/--csv)."""
     with ExitStack() as stack:
         from emotion_llama.prompts import resolve_label_set
         from emotion_llama.serve.predictor import Predictor
+        from emotion_llama.shards import select
 
+        runner = _engine(engine, address)
+        part = _shard(shard)
         _out_file("--json", json_out)
-        clips = _video_inputs(videos)
+        clips = select(_video_inputs(videos), part, lambda v: v.stem)
+        if not clips:
+            raise EmotionLlamaError(f"shard {part}: none of the videos is in this shard")
         labels = resolve_label_set(label_set)
         jsonl = _open_output(stack, "--jsonl", jsonl_out)
         table = _open_output(stack, "--csv", csv_out)
@@ -163,7 +181,9 @@ def analyze(
             modalities=modalities,
         )
         analyzer = stack.enter_context(predictor)
-        failed = _analyze_clips(analyzer, clips, subtitle, json_out, jsonl, table)
+        failed = _analyze_clips(
+            analyzer, clips, subtitle, json_out, jsonl, table, engine=runner if runner.kind == "ray" else None
+        )
         written = [p for p in (json_out, jsonl_out, csv_out) if p is not None]
         if written:
             console.print("wrote " + ", ".join(printable(p) for p in written))
@@ -188,9 +208,12 @@ def _analyze_clips(
     json_out: Path | None,
     jsonl: TextIO | None,
     table: TextIO | None,
+    *,
+    engine: Engine | None = None,
 ) -> list[tuple[str, str]]:
     """``analyze``'s loop: chunks through ``analyze_many``, each clip written as it finishes; the
-    failed clips and their reasons come back."""
+    failed clips and their reasons come back. ``engine``: perceive the clips there (in order,
+    streaming) instead of in the predictor's own perceiver."""
     import csv
 
     from emotion_llama.perception.action_units import plot_au_timeline
@@ -203,10 +226,20 @@ def _analyze_clips(
     out_base = json_out or (Path(jsonl.name) if jsonl is not None else None)
     entries: list[dict[str, Any]] = []
     failed: list[tuple[str, str]] = []
+    stream = None
+    if engine is not None:
+        from emotion_llama.perception.engines import perceive_clips
+
+        p = analyzer.perceiver
+        subs = {v.stem: subtitle for v in clips} if subtitle is not None else {}
+        stream = perceive_clips(clips, p.config, p.frame, subs, engine, ordered=True)
     for start in range(0, len(clips), ANALYZE_CHUNK):
         chunk = clips[start : start + ANALYZE_CHUNK]
+        given = [next(stream).result for _ in chunk] if stream is not None else None
         try:
-            results: list[Any] = analyzer.analyze_many(chunk, subtitles=[subtitle] * len(chunk))
+            results: list[Any] = analyzer.analyze_many(
+                chunk, subtitles=[subtitle] * len(chunk), perceived=given
+            )
         except EmotionLlamaError as exc:  # the chunk's LLM/model stage failed: each of its clips did
             results = [exc] * len(chunk)
         for video, a in zip(chunk, results, strict=True):
@@ -333,12 +366,17 @@ def annotate(
     export_paths: Annotated[
         str, typer.Option("--export-paths", help="--export media paths: absolute, or relative to OUT.")
     ] = "absolute",
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
     """Build a MERR-style dataset from a folder of videos: AU-guided clues, tone, transcript, the
     coarse caption, a label from face, voice and words, LLM fine reasoning checked for faithfulness,
     filtering; exports MERR JSON (coarse and fine), NCEV labels, subtitles, chat JSONL, and a report
     (Markdown + HTML with images). A manifest's labels and subtitles count as --labels and
-    --subtitles (the options win). Resumable; exit code 1 when any clip failed."""
+    --subtitles (the options win). Resumable; exit code 1 when any clip failed. --engine ray
+    perceives the clips on a Ray cluster (the LLM stage goes to --llm, e.g. a vLLM server),
+    --shard i/N one shard of them (docs/scale-out.md)."""
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
     from emotion_llama.backends.llm import check_dtype
     from emotion_llama.data.formats.lists import read_subtitles
@@ -348,12 +386,18 @@ def annotate(
     from emotion_llama.annotate.clue_text_zh import check_clue_language
 
     check_clue_language(clue_language, "--clue-language")
+    runner = _engine(engine, address, workers)
+    part = _shard(shard)
     if export:
+        if part is not None:
+            raise EmotionLlamaError(
+                "--export with --shard: export the merged dataset (emotion-llama export OUT)"
+            )
         from emotion_llama.annotate.trainers import check_options
 
         check_options(export, export_paths)
     _out_folder("--out", out)
-    source = _video_source(video_dir, out, video_root)
+    source = _video_source(video_dir, out, video_root, part)
     known = {**source.labels, **(load_labels(labels) if labels else {})}
     subs = {**source.subtitles, **(read_subtitles(subtitles) if subtitles else {})}
     options = AnnotateOptions(
@@ -369,9 +413,24 @@ def annotate(
         max_new_tokens=max_new_tokens,
         drop_grounded=drop_grounded,
         clue_language=clue_language,
+        engine=runner,
+        shard=part,
     )
     config = _load_config(preset, language=language, asr_model=asr_model)
     s = annotate_folder(source.folder, out, config, options, problems=source.problems)
+    print_annotate_summary(s)
+    if part is not None:
+        _print_shard_done(part, out)
+    if export:
+        from emotion_llama.annotate.trainers import write_trainer_exports
+        from emotion_llama.cli.export_commands import print_trainer_export
+
+        print_trainer_export(write_trainer_exports(out, export, export_paths))
+    _exit_on_failures(s.failed)
+
+
+def print_annotate_summary(s: AnnotateSummary) -> None:
+    """What an annotate run (or the merge of its shards) did, in a few lines."""
     console.print(
         f"{s.total} videos: {s.perceived_now} perceived now, {s.reasoned_now} reasoned now, "
         f"{len(s.failed)} failed; {s.kept} records kept"
@@ -392,9 +451,3 @@ def annotate(
     console.print(
         "wrote " + ", ".join(str(f) for f in s.files if f.suffix in {".json", ".md", ".html", ".txt"})
     )
-    if export:
-        from emotion_llama.annotate.trainers import write_trainer_exports
-        from emotion_llama.cli.export_commands import print_trainer_export
-
-        print_trainer_export(write_trainer_exports(out, export, export_paths))
-    _exit_on_failures(s.failed)

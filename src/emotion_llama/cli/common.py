@@ -20,6 +20,8 @@ from emotion_llama.names import printable
 
 if TYPE_CHECKING:
     from emotion_llama.config import EmotionLlamaConfig
+    from emotion_llama.perception.engines import Engine
+    from emotion_llama.shards import Shard
 
 
 console = Console()
@@ -213,6 +215,61 @@ ModalitiesOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where the clips run: local (a process pool on this machine, --workers) or ray (a Ray "
+        "cluster: clips as CPU tasks, encoders on a GPU device as an actor pool; pip install "
+        "'emotion-llama[ray]'). Same outputs either way; either can finish what the other started.",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="--engine ray: the cluster (auto, HOST:PORT of `ray start --head`, or ray://HOST:PORT); "
+        "default: $RAY_ADDRESS, else a Ray started on this machine for this run.",
+    ),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="i/N: only shard i of N of the clips (by a hash of the clip name; e.g. "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), into OUT/shards/i-of-N; once all N have "
+        "finished, `emotion-llama merge OUT` makes one output (docs/scale-out.md).",
+    ),
+]
+
+
+def _engine(kind: str, address: str | None, workers: int = 2) -> Engine:
+    """The --engine/--address/--workers options as an engine, checked before any work (Ray
+    importable, an address only with ray)."""
+    from emotion_llama.perception.engines import Engine
+
+    engine = Engine(kind=kind.strip().lower(), workers=max(1, workers), address=address)
+    if engine.kind == "ray":
+        from emotion_llama.perception.ray_engine import import_ray
+
+        import_ray()
+    return engine
+
+
+def _shard(text: str | None) -> Shard | None:
+    from emotion_llama.shards import parse_shard
+
+    return parse_shard(text)
+
+
+def _print_shard_done(shard: Shard, out: Path) -> None:
+    """Where a shard's output went and what makes one output of the shards."""
+    console.print(
+        f"shard {shard}: wrote {printable(shard.folder(out))}; once all {shard.count} shards have "
+        f"finished: emotion-llama merge {printable(out)}"
+    )
+
+
 def _speech_options(language: str | None, asr_model: str | None) -> dict[str, str | None]:
     """The speech recognition fields that --language/--asr-model change (``auto`` is ``None``:
     detect); empty when neither is given."""
@@ -282,9 +339,12 @@ class VideoSource:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _video_source(given: Path, work: Path, video_root: Path | None) -> VideoSource:
+def _video_source(
+    given: Path, work: Path, video_root: Path | None, shard: Shard | None = None
+) -> VideoSource:
     """``given`` as a folder of videos, or (a .csv, .tsv or .jsonl file) as a manifest whose clips
-    are linked into ``work/manifest_videos``."""
+    are linked into ``work/manifest_videos`` (with ``shard``, only that shard's clips: the shards
+    of one ``work`` share the folder, each placing its own clips)."""
     if not (given.is_file() and given.suffix.lower() in MANIFEST_SUFFIXES):
         if video_root is not None:
             _fail(f"--video-root is for a manifest; {given} is not a .csv, .tsv or .jsonl file")
@@ -297,5 +357,7 @@ def _video_source(given: Path, work: Path, video_root: Path | None) -> VideoSour
     )
 
     entries = read_manifest(given, video_root=video_root)
+    if shard is not None:
+        entries = shard.select(entries, lambda e: e.name)
     folder, problems = link_manifest_videos(entries, work / "manifest_videos")
     return VideoSource(folder, problems, manifest_subtitles(entries), manifest_labels(entries))

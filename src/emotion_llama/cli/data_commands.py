@@ -12,10 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from emotion_llama.cli.common import (
+    AddressOpt,
+    EngineOpt,
     ModalitiesOpt,
     PresetOpt,
+    ShardOpt,
+    _engine,
     _out_file,
     _out_folder,
+    _print_shard_done,
+    _shard,
     app,
     console,
     err_console,
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from emotion_llama.backends.llm import ChatLLM
     from emotion_llama.evaluate.runner import BenchmarkSpec
     from emotion_llama.metrics import SentimentRule
+    from emotion_llama.perception.engines import Engine
 
 
 @app.command()
@@ -171,6 +178,20 @@ SentimentRuleOpt = Annotated[
 ]
 
 
+def _predict_fn(
+    model: Path, bench: BenchmarkSpec, runner: Engine, device: str, options: dict[str, Any]
+) -> tuple[Any, int]:
+    """``evaluate``'s predict function and how many batches it takes at once: the model here, or
+    (--engine ray) in Ray actors."""
+    if runner.kind == "ray":
+        from emotion_llama.evaluate.ray_predict import ray_predict_fn
+
+        return ray_predict_fn(model, bench, address=runner.address, device=device, **options)
+    from emotion_llama.evaluate.runner import model_predict_fn
+
+    return model_predict_fn(model, bench, device=device, **options), 1
+
+
 @app.command()
 def evaluate(
     benchmark: BenchmarkChoice,
@@ -227,17 +248,21 @@ def evaluate(
         ),
     ] = None,
     sentiment_rule: SentimentRuleOpt = "published",
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
     resumes where it stopped), then OUT/metrics.json, OUT/report.md and, for the label
     benchmarks, OUT/confusion.png. Exit code 1 when clips were skipped (listed in
     OUT/skipped.jsonl). Warns (also in metrics.json) when evaluated clips are training clips of
-    the model, by name."""
+    the model, by name. --engine ray answers in Ray actors (one per GPU of the cluster with a GPU
+    --device); --shard i/N predicts one shard into OUT/shards/i-of-N and does not score:
+    `emotion-llama merge OUT`, then `emotion-llama score OUT/predictions.jsonl` (docs/scale-out.md)."""
     from emotion_llama.evaluate.overlap import check_overlap
     from emotion_llama.evaluate.runner import (
         PREDICTIONS,
         get_benchmark,
-        model_predict_fn,
         read_predictions,
         run_predictions,
     )
@@ -264,23 +289,35 @@ def evaluate(
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
 
+    part = _shard(shard)
     model = resolve_checkpoint(model)  # a run folder or pointer -> its checkpoint folder
-    predict = model_predict_fn(
-        model,
+    predict, concurrency = _predict_fn(
+        model, bench, _engine(engine, address), device,
+        {"dtype": dtype, "max_new_tokens": max_new_tokens, "label_mode": labels,
+         "modalities": modalities.split(",") if modalities else None},
+    )  # fmt: skip
+    summary = run_predictions(
         bench,
-        device=device,
-        dtype=dtype,
-        max_new_tokens=max_new_tokens,
-        label_mode=labels,
-        modalities=modalities.split(",") if modalities else None,
+        data_dir,
+        out,
+        predict,
+        batch_size=batch_size,
+        limit=limit,
+        split=split,
+        shard=part,
+        concurrency=concurrency,
     )
-    summary = run_predictions(bench, data_dir, out, predict, batch_size=batch_size, limit=limit, split=split)
     console.print(
         f"{summary.total} clips: {summary.already_done} already done, {summary.predicted} predicted now, "
         f"{len(summary.skipped)} skipped"
     )
     for s in summary.skipped:
         err_console.print(f"[yellow]skipped[/] {escape(s['name'])}: {escape(s['reason'])}")
+    if part is not None:  # scored once every shard is in: merge, then score
+        _print_shard_done(part, out)
+        if summary.skipped:
+            raise typer.Exit(code=1)
+        return
     warnings, notes = check_overlap(model, [c.name for c in summary.clips], bench.name, train_clips)
     for text in notes:
         err_console.print(f"note: {escape(text)}", highlight=False)

@@ -9,15 +9,21 @@ import typer
 from rich.markup import escape
 
 from emotion_llama.cli.common import (
+    AddressOpt,
     AsrModelOpt,
+    EngineOpt,
     FrameOpt,
     LanguageOpt,
     PresetOpt,
+    ShardOpt,
     VideoRootOpt,
+    _engine,
     _exit_on_failures,
     _load_config,
     _out_file,
     _out_folder,
+    _print_shard_done,
+    _shard,
     _video_source,
     _write_json_file,
     app,
@@ -97,16 +103,22 @@ def extract(
     language: LanguageOpt = None,
     asr_model: AsrModelOpt = None,
     video_root: VideoRootOpt = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
     """Features for every video of a folder or clip of a manifest (named by its name; clips with
     start/end are cut once into OUT/manifest_videos): progress bar, parallel decoding, batched
     encoders, resumable (a rerun skips finished clips), a summary of failures. A manifest's
-    subtitles replace speech recognition. Exit code 0 only when every clip succeeded."""
+    subtitles replace speech recognition. Exit code 0 only when every clip succeeded. --engine ray
+    runs the clips on a Ray cluster, --shard i/N one shard of them (docs/scale-out.md)."""
     from emotion_llama.perception.extract import extract_folder
 
+    runner = _engine(engine, address, workers)
+    part = _shard(shard)
     _out_folder("--out", out)
     config = _load_config(preset, language=language, asr_model=asr_model)
-    source = _video_source(video_dir, out, video_root)
+    source = _video_source(video_dir, out, video_root, part)
     subs = dict(source.subtitles)
     if subtitles is not None:
         from emotion_llama.data.formats.lists import read_subtitles
@@ -123,9 +135,13 @@ def extract(
         batch_size=batch_size,
         subtitles=subs or None,
         problems=source.problems,
+        engine=runner,
+        shard=part,
     )
     console.print(
         f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "
         f"{len(summary.failed)} failed"
     )
+    if part is not None:
+        _print_shard_done(part, out)
     _exit_on_failures(summary.failed)

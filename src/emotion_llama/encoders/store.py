@@ -184,6 +184,15 @@ class FeatureStore:
     def names(self) -> list[str]:
         raise NotImplementedError
 
+    def clip_files(self, name: str) -> list[Path]:
+        """The files of clip ``name`` that exist: its vectors, its frame, its clue record."""
+        candidates = [*self._vector_files(name), self.frame_path(name), self.clue_path(name)]
+        return [p for p in candidates if p.is_file()]
+
+    def info(self) -> dict[str, Any]:
+        """How the features were made (what :meth:`set_info` recorded), without the clips."""
+        return {k: v for k, v in self.manifest.items() if k not in ("clips", "format")}
+
     def clean_partial(self) -> int:
         """Remove temporary files left by an interrupted run; returns how many."""
         return clean_partial(self.root)
@@ -291,6 +300,38 @@ def open_store(
     if layout == "native":
         return NativeStore(root, dims)
     raise FeatureError(f"{root}: unknown feature layout {layout!r} (authors or native)")
+
+
+def merge_stores(parts: list[FeatureStore], into: FeatureStore) -> list[str]:
+    """Copy the finished clips of ``parts`` (the shards' stores) into ``into``, each clip's files
+    byte for byte, then their manifest entries: the store an unsharded run writes. The parts must
+    have been made the same way (encoders, frame, dimensions: :meth:`FeatureStore.info`). A clip
+    ``into`` already holds intact with the same checksum is left as it is (a rerun copies
+    nothing); one it holds with other features is an error. Returns the names copied."""
+    infos = {json.dumps(p.info(), sort_keys=True): p for p in parts if p.manifest.get("clips")}
+    if len(infos) > 1:
+        a, b = list(infos.values())[:2]
+        raise FeatureError(f"{a.root} and {b.root}: made with different settings; they are not one store")
+    if infos:
+        into.set_info(**next(iter(infos.values())).info())
+    copied: list[str] = []
+    clips = into.manifest.setdefault("clips", {})
+    for part in parts:
+        for name, entry in sorted(part.manifest.get("clips", {}).items()):
+            if not part.is_done(name):
+                continue  # listed but its files changed since: the shard's rerun redoes it
+            if into.is_done(name):
+                if clips[name].get("sha256") != entry.get("sha256"):
+                    raise FeatureError(
+                        f"{into.root}: clip {name!r} is there with other features than {part.root}'s"
+                    )
+                continue
+            for f in part.clip_files(name):
+                atomic_write_bytes(into.root / f.relative_to(part.root), f.read_bytes())
+            clips[name] = dict(entry)
+            copied.append(name)
+    into._save_manifest()  # the entries last: a merge stopped midway leaves files, not entries
+    return copied
 
 
 def _json_default(obj: Any) -> Any:

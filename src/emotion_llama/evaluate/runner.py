@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from emotion_llama.prompts import (
     MER_LABELS,
     REASON_INSTRUCTIONS,
 )
+from emotion_llama.shards import Shard, ShardFolder, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -363,15 +365,23 @@ def run_predictions(
     limit: int | None = None,
     progress: bool = True,
     split: str | None = None,
+    shard: Shard | None = None,
+    concurrency: int = 1,
 ) -> RunSummary:
     """Predict every clip not yet in ``out/predictions.jsonl``, appending as batches finish.
 
     ``split``: only the clips of that split (:func:`restrict_to_split_file`; a manifest's split
     column). ``predict(clips, data_dir)`` returns one answer text per clip; a clip whose inputs
     cannot be read raises :class:`EmotionLlamaError` from a per-clip retry and is listed in
-    ``skipped.jsonl`` with the reason, never filled in."""
+    ``skipped.jsonl`` with the reason, never filled in.
+
+    ``shard``: only that shard's clips (by :func:`clip_key`), into ``out/shards/i-of-N``, with
+    ``shard.json`` there at the end (``emotion-llama merge OUT`` then joins the predictions).
+    ``concurrency``: batches in flight at once (``predict`` must then be thread-safe: the Ray
+    engine's actor pool); their lines are appended as each finishes."""
     data, out = Path(data), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    root = shard.folder(out) if shard is not None else out
+    root.mkdir(parents=True, exist_ok=True)
     if split is not None and spec.manifest is not None:
         spec = replace(spec, split=split)
     clips = read_benchmark(spec, data)
@@ -379,20 +389,70 @@ def run_predictions(
         clips = restrict_to_split_file(clips, data, split)
     if limit is not None:
         clips = clips[:limit]
+    if shard is not None:
+        clips = shard.select(clips, clip_key)
     notes: list[str] = []
-    done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True, notes=notes)}
+    done = {_key(r) for r in read_predictions(root / PREDICTIONS, repair=True, notes=notes)}
     todo = [c for c in clips if _key(c) not in done]
     summary = RunSummary(total=len(clips), already_done=len(clips) - len(todo), notes=notes, clips=clips)
-    (out / SKIPPED).unlink(missing_ok=True)
+    (root / SKIPPED).unlink(missing_ok=True)
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
     bar = progress_bar(progress)
-    with bar:
+    with bar, ThreadPoolExecutor(max(1, concurrency)) as pool:
         task = bar.add_task(f"{spec.name}", total=len(todo))
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            answers, ok = _predict_batch(predict, batch, data, summary)
-            _append_jsonl(out / PREDICTIONS, [_record(c, a) for c, a in zip(ok, answers, strict=True)])
-            summary.predicted += len(ok)
-            bar.advance(task, len(batch))
+        running = [pool.submit(_predict_batch, predict, b, data, summary) for b in batches[:concurrency]]
+        queued = batches[concurrency:]
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                running.remove(fut)
+                answers, ok, size = fut.result()
+                _append_jsonl(root / PREDICTIONS, [_record(c, a) for c, a in zip(ok, answers, strict=True)])
+                summary.predicted += len(ok)
+                bar.advance(task, size)
+                if queued:
+                    running.append(pool.submit(_predict_batch, predict, queued.pop(0), data, summary))
+    if summary.skipped:
+        _append_jsonl(root / SKIPPED, summary.skipped)
+    if shard is not None:
+        mark_done(
+            root,
+            shard,
+            "predictions",
+            benchmark=spec.name,
+            total=summary.total,
+            predicted=summary.predicted,
+            skipped=len(summary.skipped),
+        )
+    return summary
+
+
+def clip_key(clip: Clip) -> str:
+    """A clip's name for sharding: ``fold/name`` in a benchmark of folds, else its name."""
+    return f"{clip.fold}/{clip.name}" if clip.fold else clip.name
+
+
+def merge_predictions(shards: Sequence[ShardFolder], out: str | Path) -> RunSummary:
+    """The shards' predictions (``evaluate --shard i/N``) appended to ``out/predictions.jsonl``,
+    each clip once (one ``out`` already has is kept), their skipped clips into ``skipped.jsonl``:
+    then ``emotion-llama score out/predictions.jsonl`` scores the whole benchmark. The lines come
+    in shard order, not the benchmark's (scores do not depend on the order)."""
+    out = Path(out)
+    done = {_key(r) for r in read_predictions(out / PREDICTIONS, repair=True)}
+    summary = RunSummary(total=0, already_done=len(done))
+    skipped: list[dict[str, Any]] = []
+    for sh in shards:
+        summary.total += int((sh.done or {}).get("total", 0))
+        new = [r for r in read_predictions(sh.path / PREDICTIONS) if _key(r) not in done]
+        for r in new:
+            r.pop("_line", None)
+            done.add(_key(r))
+        _append_jsonl(out / PREDICTIONS, new)
+        summary.predicted += len(new)
+        if (sh.path / SKIPPED).is_file():
+            skipped.extend(json.loads(line) for line in (sh.path / SKIPPED).read_text().splitlines() if line)
+    (out / SKIPPED).unlink(missing_ok=True)
+    summary.skipped = [s for s in skipped if (s.get("fold") or "", s["name"]) not in done]
     if summary.skipped:
         _append_jsonl(out / SKIPPED, summary.skipped)
     return summary
@@ -400,9 +460,11 @@ def run_predictions(
 
 def _predict_batch(
     predict: PredictFn, batch: list[Clip], data: Path, summary: RunSummary
-) -> tuple[list[str], list[Clip]]:
+) -> tuple[list[str], list[Clip], int]:
+    """``(answers, the clips answered, the batch's size)``; a clip that cannot be answered goes
+    into ``summary.skipped`` with its reason."""
     try:
-        return predict(batch, data), batch
+        return predict(batch, data), batch, len(batch)
     except EmotionLlamaError:
         pass  # find the clip(s) at fault one by one; the others still get predicted
     answers, ok = [], []
@@ -412,7 +474,7 @@ def _predict_batch(
             ok.append(clip)
         except EmotionLlamaError as exc:
             summary.skipped.append({"name": clip.name, "fold": clip.fold or "", "reason": str(exc)})
-    return answers, ok
+    return answers, ok, len(batch)
 
 
 def _record(clip: Clip, answer: str) -> dict[str, Any]:

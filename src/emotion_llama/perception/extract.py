@@ -8,9 +8,7 @@ broken clip is reported with its reason and never stops the others.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,9 @@ from typing import Any
 from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import printable
+from emotion_llama.perception.engines import EncodeSpec, Engine, perceive_clips
 from emotion_llama.progress import progress_bar
+from emotion_llama.shards import Shard, mark_done, select
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv"}
 
@@ -90,36 +90,6 @@ def failure_reason(exc: BaseException, path: str | Path) -> str:
     return text
 
 
-# -- worker side -------------------------------------------------------------------------------------
-_PERCEIVER: Any = None
-
-
-def _init_worker(config: PerceptionConfig, frame: str, transcribe: bool, threads: int = 0) -> None:
-    global _PERCEIVER
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
-    from emotion_llama.perception.pipeline import Perceiver
-
-    _PERCEIVER = Perceiver(config, frame=frame, transcribe=transcribe, threads=threads)
-    # MediaPipe closes its model through a thread pool that Python shuts down before ``atexit``
-    # handlers run; close it at the same stage instead, or every worker prints a traceback at exit.
-    import threading
-
-    register = getattr(threading, "_register_atexit", None)
-    if register is not None:
-        register(_PERCEIVER.close)
-
-
-def _perceive_one(path: str, subtitle: str | None) -> Any:
-    try:
-        return _PERCEIVER(path, subtitle=subtitle)
-    except EmotionLlamaError as exc:
-        return exc  # reported by the main process with the clip's name
-    except Exception as exc:  # a decoder or model crash on one clip must not stop the batch
-        return EmotionLlamaError(f"{path}: {type(exc).__name__}: {exc}")
-
-
 # -- main side ----------------------------------------------------------------------------------------
 def extract_folder(
     videos: str | Path,
@@ -135,15 +105,72 @@ def extract_folder(
     progress: bool = True,
     on_written: Callable[[str], None] | None = None,
     problems: Sequence[tuple[str, str]] = (),
+    engine: Engine | None = None,
+    shard: Shard | None = None,
+    encode: EncodeSpec | None = None,
 ) -> ExtractSummary:
     """Features of every video of ``videos`` into the store ``out`` (resumable: finished clips are
     skipped). ``problems`` are clips the caller could not place (a manifest's missing videos):
-    they are counted and listed with the failures."""
+    they are counted and listed with the failures.
+
+    ``engine``: where the clips are perceived (default: the local pool of ``workers``
+    processes). ``shard``: only that shard's clips, into ``out/shards/i-of-N`` (``problems`` are
+    then the shard's: the caller sharded them), with ``shard.json`` written there at the end.
+    ``encode``: the encoders' settings for the engine (default: ``config``'s on ``device``)."""
+    engine = engine or Engine(workers=max(1, workers))
+    encode = encode or EncodeSpec(config, device)
+    root = shard.folder(out) if shard is not None else Path(out)
+    summary = _extract(
+        videos,
+        root,
+        config,
+        layout,
+        frame,
+        device,
+        batch_size,
+        subtitles or {},
+        progress,
+        on_written,
+        problems,
+        engine,
+        shard,
+        encode,
+    )
+    if shard is not None:
+        mark_done(
+            root,
+            shard,
+            "features",
+            layout=layout,
+            total=summary.total,
+            written=summary.written,
+            already_done=summary.already_done,
+            failed=[list(f) for f in summary.failed],
+        )
+    return summary
+
+
+def _extract(
+    videos: str | Path,
+    out: Path,
+    config: EmotionLlamaConfig,
+    layout: str,
+    frame: str,
+    device: str,
+    batch_size: int,
+    subtitles: dict[str, str],
+    progress: bool,
+    on_written: Callable[[str], None] | None,
+    problems: Sequence[tuple[str, str]],
+    engine: Engine,
+    shard: Shard | None,
+    encode: EncodeSpec,
+) -> ExtractSummary:
     import torch
 
     from emotion_llama.encoders.models import build_encoders
     from emotion_llama.encoders.store import open_store
-    from emotion_llama.perception.pipeline import encode
+    from emotion_llama.perception.pipeline import encode as encode_clips
 
     f = config.features
     store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}, layout)
@@ -159,81 +186,75 @@ def extract_folder(
     )
     store.clean_partial()
     scan = scan_videos(videos)
-    all_videos = scan.videos
-    failed = [*problems, *scan.problems]
+    all_videos = select(scan.videos, shard, lambda v: v.stem)
+    failed = [*problems, *select(scan.problems, shard, lambda pr: Path(pr[0]).stem)]
     summary = ExtractSummary(total=len(all_videos) + len(failed), failed=failed)
     todo = [v for v in all_videos if not store.is_done(v.stem)]
     summary.already_done = len(all_videos) - len(todo)
     if not todo:
         return summary
-    encoders = build_encoders(config, device=device, dtype=torch.float32)
+    # the driver's encoders, loaded before any clip (a model that cannot load fails at once), unless
+    # the engine runs them (Ray's actor pool)
+    encoders: Any = (
+        None if encode.in_actors(engine) else build_encoders(config, device=device, dtype=torch.float32)
+    )
     pending: list[Any] = []
 
+    def write(result: Any, feat: Any) -> None:
+        if feat is None:
+            summary.failed.append((result.source, "; ".join(result.missing) or "no features"))
+            return
+        try:
+            store.write(
+                result.name, feat, frame=result.global_frame, clues=result.record(), source=result.source
+            )
+        except OSError as exc:  # e.g. a name too long for a file beside its suffix: this clip alone
+            summary.failed.append((result.source, f"cannot write its features ({exc.strerror or exc})"))
+            return
+        except EmotionLlamaError as exc:  # e.g. a non-finite vector
+            summary.failed.append((result.source, str(exc)))
+            return
+        summary.written += 1
+        if on_written:
+            on_written(result.name)
+
     def flush() -> None:
+        nonlocal encoders
         if not pending:
             return
-        feats = encode(pending, encoders, device=device)
-        for result, feat in zip(pending, feats, strict=True):
-            if feat is None:
-                summary.failed.append((result.source, "; ".join(result.missing) or "no features"))
-                continue
-            try:
-                store.write(
-                    result.name, feat, frame=result.global_frame, clues=result.record(), source=result.source
-                )
-            except OSError as exc:  # e.g. a name too long for a file beside its suffix: this clip alone
-                summary.failed.append((result.source, f"cannot write its features ({exc.strerror or exc})"))
-                continue
-            except EmotionLlamaError as exc:  # e.g. a non-finite vector
-                summary.failed.append((result.source, str(exc)))
-                continue
-            summary.written += 1
-            if on_written:
-                on_written(result.name)
+        if encoders is None:
+            encoders = build_encoders(config, device=device, dtype=torch.float32)
+        for result, feat in zip(pending, encode_clips(pending, encoders, device=device), strict=True):
+            write(result, feat)
         pending.clear()
 
     bar = progress_bar(progress)
     with bar:
         task = bar.add_task("extract", total=len(todo))
-        for path, result in perceive_all(todo, p, frame, workers, subtitles or {}):
+        for item in perceive_clips(todo, p, frame, subtitles, engine, encode=encode):
             bar.advance(task)
-            if isinstance(result, BaseException):
-                summary.failed.append((str(path), failure_reason(result, path)))
-                continue
-            pending.append(result)
-            if len(pending) >= batch_size:
-                flush()
+            if isinstance(item.result, BaseException):
+                summary.failed.append((str(item.path), failure_reason(item.result, item.path)))
+            elif item.encoded:
+                write(item.result, item.features)
+            else:
+                pending.append(item.result)
+                if len(pending) >= batch_size:
+                    flush()
         flush()
     return summary
 
 
 def perceive_all(
-    todo: list[Path], config: PerceptionConfig, frame: str, workers: int, subtitles: dict[str, str]
+    todo: list[Path],
+    config: PerceptionConfig,
+    frame: str,
+    workers: int,
+    subtitles: dict[str, str],
+    engine: Engine | None = None,
 ) -> Iterator[tuple[Path, Any]]:
-    """Results in completion order, with at most 2 clips per worker in flight (bounded memory)."""
-    transcribe = True
-    if workers <= 1:
-        _init_worker(config, frame, transcribe)
-        for v in todo:
-            yield v, _perceive_one(str(v), subtitles.get(v.stem))
-        return
-    import os
-
-    ctx = mp.get_context("spawn")  # fork after torch/mediapipe threads start is unsafe
-    threads = max(1, (os.cpu_count() or 1) // workers)  # each worker's share of the cores
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, frame, transcribe, threads)
-    ) as pool:
-        queue = list(todo)
-        running: dict[Future[Any], Path] = {}
-        while queue or running:
-            while queue and len(running) < 2 * workers:
-                v = queue.pop(0)
-                running[pool.submit(_perceive_one, str(v), subtitles.get(v.stem))] = v
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                v = running.pop(fut)
-                try:
-                    yield v, fut.result()
-                except Exception as exc:  # a worker died (e.g. a native crash): report the clip
-                    yield v, EmotionLlamaError(f"{v}: worker failed ({type(exc).__name__}: {exc})")
+    """``(path, Perception or error)`` in completion order, with bounded memory: the local pool of
+    ``workers`` processes unless ``engine`` says otherwise (:mod:`emotion_llama.perception.engines`)."""
+    engine = engine or Engine(workers=max(1, workers))
+    for item in perceive_clips(todo, config, frame, subtitles, engine):
+        yield item.path, item.result

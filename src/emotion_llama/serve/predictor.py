@@ -204,22 +204,30 @@ class Predictor(Closeable):
         question: str | None = None,
         names: Sequence[str | None] | None = None,
         modalities: str | Sequence[str] | None = None,
+        perceived: Sequence[Any] | None = None,
     ) -> list[Analysis | EmotionLlamaError]:
         """Several clips, the LLM or model stage in one batch. A clip that fails (broken file,
         nothing left to answer from...) gets its error in its place; the others are answered.
-        ``modalities`` (default: the predictor's) are the ones the answers may use."""
+        ``modalities`` (default: the predictor's) are the ones the answers may use. ``perceived``:
+        each clip's Perception (or its error) already made elsewhere with this predictor's
+        perception settings (``analyze --engine ray``), instead of its own perceiver's."""
         chosen = parse_modalities(modalities) if modalities is not None else self.modalities
         subs = list(subtitles) if subtitles is not None else [None] * len(videos)
         nms = list(names) if names is not None else [None] * len(videos)
-        if len(subs) != len(videos) or len(nms) != len(videos):
-            raise EmotionLlamaError("analyze_many: give one subtitle and one name per video (or none)")
+        given = list(perceived) if perceived is not None else [None] * len(videos)
+        if len(subs) != len(videos) or len(nms) != len(videos) or len(given) != len(videos):
+            raise EmotionLlamaError(
+                "analyze_many: give one subtitle, name and perception per video (or none)"
+            )
         from emotion_llama.errors import MediaError
 
         with self._lock:
             staged: list[Perceived | EmotionLlamaError] = []
-            for video, sub, nm in zip(videos, subs, nms, strict=True):
+            for video, sub, nm, done in zip(videos, subs, nms, given, strict=True):
                 try:
-                    staged.append(self._perceive(video, sub, nm, chosen))
+                    if isinstance(done, BaseException):
+                        raise done
+                    staged.append(self._perceive(video, sub, nm, chosen, done))
                 except EmotionLlamaError as exc:
                     staged.append(exc)
                 except (OSError, ValueError, EOFError) as exc:  # a decoder's own error: still this clip's
@@ -275,15 +283,23 @@ class Predictor(Closeable):
         return self.answerer
 
     def _perceive(
-        self, video: str | Path, subtitle: str | None, name: str | None, modalities: Sequence[str]
+        self,
+        video: str | Path,
+        subtitle: str | None,
+        name: str | None,
+        modalities: Sequence[str],
+        given: Any = None,
     ) -> Perceived:
-        """Perception (of the chosen modalities only), the clue record and (with a describer) the
-        visual objective of one clip."""
+        """Perception (of the chosen modalities only; ``given``: made already), the clue record
+        and (with a describer) the visual objective of one clip."""
         from emotion_llama.annotate.records import clue_record, describe_peak
         from emotion_llama.perception.pipeline import restrict_to
 
         t0 = time.perf_counter()
-        perception = restrict_to(self.perceiver(video, subtitle=subtitle, name=name), modalities)
+        if given is not None and name is not None:
+            given = replace(given, name=name)
+        made = given if given is not None else self.perceiver(video, subtitle=subtitle, name=name)
+        perception = restrict_to(made, modalities)
         t1 = time.perf_counter()
         record = clue_record(perception, label_set=self.label_set)
         record["inputs"] = {"modalities": list(modalities)}

@@ -1,0 +1,184 @@
+"""The Ray engine (``--engine ray``): the clips of a command through Ray Data's streaming execution.
+
+The pipeline, for the clips still to do::
+
+    from_items(one row per clip)            one block per clip: the cluster balances clip by clip
+      .map(perceive, num_cpus=1)             CPU tasks: decoding, faces and AUs, speech (the same
+                                             Perceiver as the local pool's workers, loaded once per
+                                             Ray worker process and kept)
+      .map(Encoders, ActorPoolStrategy,      only when the encoders run on a GPU: an actor per GPU
+           num_gpus=1)                       (MAE, VideoMAE, HuBERT loaded once per actor)
+      .iter_rows()                           back in the driver, which writes each clip atomically
+
+Ray retries a task whose worker or node died (Ray Data's tasks retry without limit, its actors
+restart), so a lost node loses no clip; and since only the driver writes, an interrupted run leaves
+finished clips or nothing, as the local engine does. The rows carry pickled values (a clip's path
+may hold bytes that are not UTF-8, which Arrow strings cannot).
+
+``pip install 'emotion-llama[ray]'`` installs Ray; every node needs the project installed (the
+same version) and the videos and output folder on a file system they all see.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
+from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.perception.workers import ClipResult, EncodeSpec, Engine, perceive_one, perceiver_for
+
+#: Environment variables the workers get from the driver (offline switches, caches).
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM")
+FORWARDED_PREFIX = "EMOTION_LLAMA_"
+
+_CONNECTED: dict[str, Any] = {}
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an error that says how to install it."""
+    try:
+        import ray
+        import ray.data  # Ray Data is the part the engine uses
+    except ImportError as exc:
+        raise EmotionLlamaError(
+            f"--engine ray needs Ray Data: pip install 'emotion-llama[ray]' ({exc})"
+        ) from None
+    return ray
+
+
+def connect(address: str | None) -> Any:
+    """Ray, connected: to ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), else to
+    ``$RAY_ADDRESS``, else to a Ray started now on this machine for this process. The workers get
+    the driver's offline switches and cache folders (:data:`FORWARDED_ENV`)."""
+    ray = import_ray()
+    key = address or os.environ.get("RAY_ADDRESS") or "local"
+    if ray.is_initialized():  # this process's Ray already (a caller's ray.init, or an earlier run)
+        here = ray.get_runtime_context().gcs_address
+        if address is None or key in (_CONNECTED.get("key"), here):
+            return ray
+        ray.shutdown()
+    env = {k: v for k, v in os.environ.items() if k in FORWARDED_ENV or k.startswith(FORWARDED_PREFIX)}
+    kwargs: dict[str, Any] = {
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+        "runtime_env": {"env_vars": env},
+    }
+    if key == "local":
+        kwargs["include_dashboard"] = False
+    try:
+        ray.init(address=None if key == "local" else key, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise EmotionLlamaError(f"--engine ray: cannot reach the Ray cluster at {key} ({exc})") from None
+    _CONNECTED["key"] = key
+    return ray
+
+
+def _perceive_row(
+    row: dict[str, Any], *, config: PerceptionConfig, frame: str, threads: int, cwd: str = ""
+) -> dict[str, Any]:
+    """One clip, in a Ray worker: its Perception (or its error) pickled into the row. The worker
+    works in the driver's folder, so a relative path opens the same file and the clip's
+    ``source`` is written as the local engine writes it."""
+    if cwd and os.getcwd() != cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+    path, subtitle = pickle.loads(row["job"])
+    perceiver_for(config, frame, True, threads)
+    return {"i": row["i"], "result": pickle.dumps(perceive_one(path, subtitle), protocol=5)}
+
+
+class _Encoders:
+    """The frozen encoders of one actor (one GPU), applied clip by clip as the driver would."""
+
+    def __init__(self, config: EmotionLlamaConfig, device: str) -> None:
+        import torch
+
+        from emotion_llama.encoders.models import build_encoders
+
+        self.device = device
+        self.encoders = build_encoders(config, device=device, dtype=torch.float32)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        from emotion_llama.perception.pipeline import encode
+
+        result = pickle.loads(row["result"])
+        features = None
+        if not isinstance(result, BaseException):
+            try:
+                features = encode([result], self.encoders, device=self.device)[0]
+            except Exception as exc:  # this clip alone fails, as in the driver
+                result = EmotionLlamaError(f"{result.source}: encoders failed ({type(exc).__name__}: {exc})")
+                row = {**row, "result": pickle.dumps(result, protocol=5)}
+        return {**row, "features": pickle.dumps(features, protocol=5)}
+
+
+def ray_perceive(
+    todo: list[Path],
+    config: PerceptionConfig,
+    frame: str,
+    subtitles: dict[str, str],
+    engine: Engine,
+    *,
+    encode: EncodeSpec | None = None,
+    ordered: bool = False,
+) -> Iterator[ClipResult]:
+    """The clips of ``todo`` through the cluster, as :class:`ClipResult` s in completion order
+    (``ordered``: in ``todo``'s order)."""
+    ray = connect(engine.address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = engine.progress
+    # Ray Data's plan and progress lines go to the log; the command shows its own progress bar
+    logging.getLogger("ray.data").setLevel(logging.INFO if engine.progress else logging.ERROR)
+    ctx.execution_options.preserve_order = ordered
+    rows = [{"i": i, "job": pickle.dumps((str(v), subtitles.get(v.stem)))} for i, v in enumerate(todo)]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    threads = max(1, int(engine.cpus_per_clip))
+    ds = ds.map(
+        _perceive_row,
+        fn_kwargs={"config": config, "frame": frame, "threads": threads, "cwd": os.getcwd()},
+        num_cpus=engine.cpus_per_clip,
+    )
+    in_actors = encode is not None and encode.in_actors(engine)
+    if in_actors:
+        assert encode is not None
+        ds = _with_encoders(ray, ds, encode)
+    rows = iter(ds.iter_rows())
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:  # the cluster gave up (e.g. the encoders' actors cannot start)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+            raise EmotionLlamaError(
+                f"--engine ray: the run stopped on the cluster ({type(exc).__name__}: {first}); the clips "
+                "written so far are kept, a rerun does the rest"
+            ) from None
+        path = todo[int(row["i"])]
+        result = pickle.loads(row["result"])
+        features = pickle.loads(row["features"]) if in_actors else None
+        yield ClipResult(path, result, encoded=in_actors, features=features)
+
+
+def _with_encoders(ray: Any, ds: Any, encode: EncodeSpec) -> Any:
+    """``ds`` followed by the encoders' actor pool: an actor per GPU of the cluster, one GPU each
+    (their resources differ from the perception tasks', so Ray Data keeps the two stages apart:
+    the clips are perceived on all CPUs, encoded on the GPUs)."""
+    from ray.data import ActorPoolStrategy
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus < 1:
+        raise EmotionLlamaError(
+            f"--device {encode.device} with --engine ray: the Ray cluster has no GPU "
+            "(start its nodes with GPUs, or use --device cpu)"
+        )
+    return ds.map(
+        _Encoders,
+        fn_constructor_kwargs={"config": encode.config, "device": "cuda"},
+        compute=ActorPoolStrategy(min_size=1, max_size=gpus),
+        num_gpus=1,
+    )

@@ -1,0 +1,120 @@
+"""The per-clip work of every engine (:mod:`emotion_llama.perception.engines`): one Perceiver per
+worker process, loaded once, and one clip perceived with its failure kept as a value; and the
+engines' settings (:class:`Engine`, :class:`EncodeSpec`), which both engines read.
+
+The local pool's processes call :func:`init_worker` as their initialiser; a Ray worker process
+calls :func:`perceiver_for` on its first clip and keeps the Perceiver for the next ones (Ray reuses
+its worker processes), so both engines run the same code on each clip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
+from emotion_llama.errors import EmotionLlamaError
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Which engine runs the clips and how: ``workers`` (local) are the pool's processes;
+    ``address`` (ray) is the cluster (``None``: ``$RAY_ADDRESS``, else a Ray started for this run
+    on this machine); ``cpus_per_clip`` (ray) the CPUs each clip's task reserves; ``progress``
+    (ray) shows Ray Data's own progress bars."""
+
+    kind: str = "local"
+    workers: int = 2
+    address: str | None = None
+    cpus_per_clip: float = 1.0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINES:
+            raise EmotionLlamaError(f"--engine must be one of {', '.join(ENGINES)}, not {self.kind!r}")
+        if self.address is not None and self.kind != "ray":
+            raise EmotionLlamaError("--address is for --engine ray")
+        if self.workers < 1:
+            raise EmotionLlamaError(f"--workers must be at least 1, not {self.workers}")
+        if self.cpus_per_clip <= 0:
+            raise EmotionLlamaError(f"CPUs per clip must be positive, not {self.cpus_per_clip}")
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    """The frozen encoders a caller wants run on each clip: ``config``'s, on ``device``. The Ray
+    engine runs them in a GPU actor pool when ``device`` is a GPU; otherwise (and with the local
+    engine) the driver runs them, as before: one clip per forward either way, so the features are
+    the same bits on the same device (see :func:`emotion_llama.perception.pipeline.encode`)."""
+
+    config: EmotionLlamaConfig
+    device: str = "cpu"
+
+    @property
+    def on_gpu(self) -> bool:
+        return not self.device.startswith("cpu")
+
+    def in_actors(self, engine: Engine) -> bool:
+        """Whether ``engine`` runs these encoders itself (the Ray engine's GPU actor pool); else
+        the driver does (on the CPU the driver keeps them: a CPU actor would take the cores the
+        clips' perception needs)."""
+        return engine.kind == "ray" and self.on_gpu
+
+
+@dataclass
+class ClipResult:
+    """One clip as an engine hands it back to the driver: its :class:`Perception` or the error
+    that stopped it (as a value: one broken clip never stops the batch); ``encoded`` when the engine
+    also ran the encoders (a GPU actor pool), with ``features`` their output (``None``: the clip
+    lacks a face or audio, its ``missing`` says which)."""
+
+    path: Path
+    result: Any
+    encoded: bool = False
+    features: Any = None
+
+
+_PERCEIVER: Any = None
+_PERCEIVER_KEY: Any = None
+
+
+def init_worker(config: PerceptionConfig, frame: str, transcribe: bool, threads: int = 0) -> None:
+    """Load this process's Perceiver (the local pool's initialiser). ``threads``: this worker's
+    share of the cores (speech recognition, OpenMP)."""
+    global _PERCEIVER, _PERCEIVER_KEY
+    import os
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
+    from emotion_llama.perception.pipeline import Perceiver
+
+    if _PERCEIVER is not None:
+        _PERCEIVER.close()
+    _PERCEIVER = Perceiver(config, frame=frame, transcribe=transcribe, threads=threads)
+    _PERCEIVER_KEY = (config, frame, transcribe, threads)
+    # MediaPipe closes its model through a thread pool that Python shuts down before ``atexit``
+    # handlers run; close it at the same stage instead, or every worker prints a traceback at exit.
+    import threading
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_PERCEIVER.close)
+
+
+def perceiver_for(config: PerceptionConfig, frame: str, transcribe: bool, threads: int) -> Any:
+    """This process's Perceiver for these settings, loaded on first use and kept."""
+    if _PERCEIVER is None or (config, frame, transcribe, threads) != _PERCEIVER_KEY:
+        init_worker(config, frame, transcribe, threads)
+    return _PERCEIVER
+
+
+def perceive_one(path: str, subtitle: str | None) -> Any:
+    """The clip's Perception, or its error (never raised: reported by the driver with the name)."""
+    try:
+        return _PERCEIVER(path, subtitle=subtitle)
+    except EmotionLlamaError as exc:
+        return exc
+    except Exception as exc:  # a decoder or model crash on one clip must not stop the batch
+        return EmotionLlamaError(f"{path}: {type(exc).__name__}: {exc}")
