@@ -533,6 +533,7 @@ def test_train_command_runs_the_grpo_recipe(start: Start, tmp_path: Path, one_th
     result = CliRunner().invoke(app, [*args, "train.epochs=1"])
     assert result.exit_code == 0, result.output
     assert "stage grpo: 84 prompts" in result.output and "validation reward" in result.output
+    assert "reward" in result.output.split("training summary")[1]  # the summary table's column
     assert (out / "epoch_0" / "model.safetensors").is_file() and (out / REFERENCE_FILE).is_file()
     log = read_losses(out)
     assert len(log) == 2 and {"reward", "accuracy", "reward_format", "kl", "answer_tokens"} <= set(log[0])

@@ -453,6 +453,10 @@ def synth(
     )
 
 
+def _cell4(values: list[float] | None, k: int) -> str:
+    return f"{values[k]:.4f}" if values is not None and k < len(values) else "-"
+
+
 @app.command("train")
 def train_cmd(
     config: Annotated[Path, typer.Argument(help="A recipe YAML (configs/train/*.yaml).")],
@@ -478,8 +482,15 @@ def train_cmd(
     table.add_column("train loss", justify="right")
     table.add_column("val loss", justify="right")
     vals = summary["val_losses"]
+    rewards, accuracies = summary.get("rewards"), summary.get("accuracies")  # stage grpo: rollout means
+    if rewards is not None:
+        table.add_column("reward", justify="right")
+        table.add_column("accuracy", justify="right")
     for k, loss in enumerate(summary["losses"]):
-        table.add_row(str(k), f"{loss:.4f}", f"{vals[k]:.4f}" if k < len(vals) else "-")
+        row = [str(k), f"{loss:.4f}", f"{vals[k]:.4f}" if k < len(vals) else "-"]
+        if rewards is not None:
+            row += [_cell4(rewards, k), _cell4(accuracies, k)]
+        table.add_row(*row)
     console.print(table)
     if summary["best_epoch"] is not None:
         console.print(f"best epoch: {summary['best_epoch']} ({summary['best']})")
