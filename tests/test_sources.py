@@ -46,3 +46,22 @@ def test_every_source_says_where_it_comes_from():
 def test_offline_package_file_is_verified():
     path = offline_file("smollm2_135m_instruct")
     assert path.name.endswith(".gguf") and path.stat().st_size > 50_000_000
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    from emotion_llama import sources
+
+    monkeypatch.setenv("EMOTION_LLAMA_CACHE", str(tmp_path / "cache"))
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"weights" * 100)
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()
+    calls = []
+    real = sources.sha256_of
+    monkeypatch.setattr(sources, "sha256_of", lambda p, *a: calls.append(p) or real(p, *a))
+    assert sources.verify(f, sha) == f and sources.verify(f, sha) == f
+    assert len(calls) == 1  # the second check used the remembered size, mtime and sha256
+    with open(f, "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(EmotionLlamaError, match="does not match"):
+        sources.verify(f, sha)
+    assert len(calls) == 2

@@ -8,6 +8,7 @@ sha256, and writes atomically (a partial download never looks finished). No torc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -212,11 +213,47 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+VERIFIED_FILE = "verified.json"
+
+
+def _file_stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _verified_sha(path: Path) -> str | None:
+    """The sha256 a file had when it was last verified, if its size and mtime are unchanged since
+    (a multi-GB file is not hashed again at every load)."""
+    try:
+        data = json.loads((cache_dir() / VERIFIED_FILE).read_text(encoding="utf-8"))
+        stamp, sha = data[str(path.resolve())]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sha if stamp == _file_stamp(path) and isinstance(sha, str) else None
+
+
+def _remember_verified(path: Path, sha: str) -> None:
+    record = cache_dir() / VERIFIED_FILE
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data[str(path.resolve())] = [_file_stamp(path), sha]
+    with contextlib.suppress(OSError):  # a read-only cache: verified all the same, not remembered
+        atomic_write_text(record, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
 def verify(path: str | Path, sha256: str | None) -> Path:
     path = Path(path)
     if sha256 is not None:
+        if _verified_sha(path) == sha256.lower():
+            return path
         got = sha256_of(path)
-        if got != sha256.lower():
+        if got == sha256.lower():
+            _remember_verified(path, got)
+        else:
             raise EmotionLlamaError(
                 f"{path}: sha256 {got} does not match the expected {sha256}; the file is "
                 "corrupt or not the one this project was written for"
