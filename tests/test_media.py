@@ -19,6 +19,7 @@ import pytest
 
 from emotion_llama.errors import ConfigError, EmotionLlamaError
 from emotion_llama.media.audio import NoAudioError, audio_duration, load_audio
+from emotion_llama.media.clip import ClipDecoder
 from emotion_llama.media.frames import MediaError, read_frame
 from emotion_llama.media.video import (
     VideoInfo,
@@ -404,6 +405,56 @@ def test_no_audio_stream(media: dict[str, Path]) -> None:
         load_audio(media["av"], 0)
 
 
+# -- one pass for frames and audio (ClipDecoder) -------------------------------------------------------
+def _same_frames(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        x.index == y.index and x.time_s == y.time_s and np.array_equal(x.rgb, y.rgb)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "fps", "max_side"), [("av", 4.0, None), ("vfr", 10.0, None), ("av", None, 16)]
+)
+def test_one_pass_equals_the_separate_readers(
+    media: dict[str, Path], key: str, fps: float | None, max_side: int | None
+) -> None:
+    clip = ClipDecoder(media[key], fps=fps, max_side=max_side)
+    frames = list(clip.frames())
+    assert frames, "no frames"
+    assert _same_frames(frames, list(iter_frames(media[key], fps=fps, max_side=max_side)))
+    if key == "av":
+        assert np.array_equal(clip.audio(), load_audio(media[key]))
+        low = ClipDecoder(media[key], fps=fps, sample_rate=8000)
+        list(low.frames())
+        assert np.array_equal(low.audio(), load_audio(media[key], 8000))
+    else:
+        with pytest.raises(NoAudioError, match=r"vfr\.mp4: has no audio stream"):
+            clip.audio()
+
+
+def test_one_pass_rotated_and_its_misuse(tmp_path: Path, media: dict[str, Path]) -> None:
+    turned = write_video(tmp_path / "turned.mp4", 12, (48, 32), rotation=90, audio=(22050, 1.0))
+    clip = ClipDecoder(turned, fps=5.0)
+    with pytest.raises(MediaError, match="run frames"):
+        clip.audio()  # the audio comes with the frames
+    frames = list(clip.frames())
+    assert frames[0].rgb.shape == (48, 32, 3)  # displayed upright, as iter_frames does
+    assert _same_frames(frames, list(iter_frames(turned, fps=5.0)))
+    assert np.array_equal(clip.audio(), load_audio(turned))
+    with pytest.raises(MediaError, match="already run"):
+        list(clip.frames())
+    silent = ClipDecoder(media["av"], sample_rate=None)
+    assert len(list(silent.frames())) == 20
+    with pytest.raises(ConfigError, match="without its audio"):
+        silent.audio()
+    for bad in ({"fps": 0.0}, {"max_side": 0}, {"sample_rate": 0}):
+        with pytest.raises(ConfigError):
+            ClipDecoder(media["av"], **bad)
+    with pytest.raises(MediaError, match="no such file"):
+        ClipDecoder(tmp_path / "missing.mp4")
+
+
 # -- read_frame (the older single-frame reader, now on top of iter_frames) ---------------------------
 def test_read_frame_first_and_middle(media: dict[str, Path], tmp_path: Path) -> None:
     assert frame_number(read_frame(media["cfr"])) == 0
@@ -450,3 +501,7 @@ def test_real_clip() -> None:
     audio = load_audio(path)
     assert audio.size / 16000 == pytest.approx(info.duration_s, abs=0.1)
     assert np.abs(audio).max() < 0.05  # the clip's track is silent
+    # one pass over the real file: the frames and the 48 kHz track, bit for bit the same
+    clip = ClipDecoder(path, fps=5)
+    assert _same_frames(list(clip.frames()), sampled)
+    assert np.array_equal(clip.audio(), audio)

@@ -38,39 +38,71 @@ def _padding_limit(stream: av.AudioStream, sample_rate: int) -> int:
     return math.ceil(max(frame_size, 2048) * sample_rate / in_rate)
 
 
+class AudioCollector:
+    """The audio of one stream as :func:`load_audio` returns it, from its decoded frames in order:
+    :meth:`add` each frame, then :meth:`finish`. Shared by ``load_audio`` and the one-pass clip
+    reader (:class:`~emotion_llama.media.clip.ClipDecoder`), so both give the same samples."""
+
+    def __init__(self, stream: av.AudioStream, sample_rate: int) -> None:
+        import av
+
+        self.stream = stream
+        self.sample_rate = sample_rate
+        # Packed float mono: one row per output frame, and swresample does the downmix and the
+        # band-limited rate conversion in one pass.
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        self._chunks: list[np.ndarray] = []
+
+    def add(self, frame: av.AudioFrame) -> None:
+        for out in self._resampler.resample(frame):
+            self._chunks.append(out.to_ndarray().reshape(-1))
+
+    def finish(self) -> np.ndarray:
+        """(n,) float32 mono in [-1, 1]: the samples still buffered in the resampler flushed, the
+        codec's end padding cut."""
+        for out in self._resampler.resample(None):  # the samples still buffered in the filter
+            self._chunks.append(out.to_ndarray().reshape(-1))
+        chunks, self._chunks = self._chunks, []
+        stream, sample_rate = self.stream, self.sample_rate
+        declared = _declared_samples(stream, sample_rate)
+        audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+        if declared is not None and 0 < audio.size - declared <= _padding_limit(stream, sample_rate):
+            # Frame-based codecs (AAC: 1024 samples) pad the last frame with silence and FFmpeg does
+            # not trim it; the header's duration says where the real signal ends.
+            audio = audio[:declared]
+        # Float codecs and the downmix can overshoot full scale slightly; callers rely on [-1, 1].
+        np.clip(audio, -1.0, 1.0, out=audio)
+        return audio
+
+
+def check_sample_rate(sample_rate: object, caller: str) -> int:
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise ConfigError(f"{caller}: sample_rate must be a positive integer, got {sample_rate!r}")
+    return sample_rate
+
+
+def audio_stream(container: InputContainer, path: Path) -> av.AudioStream:
+    """The file's first audio stream; :class:`NoAudioError` when it has none."""
+    stream = _audio_stream(container)
+    if stream is None:
+        raise NoAudioError(f"{path}: has no audio stream")
+    return stream
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """(n,) float32 mono in [-1, 1] at ``sample_rate``; empty when the stream holds no samples.
 
     :class:`NoAudioError` when there is no audio stream, :class:`MediaError` when the file is
     missing, unreadable or truncated."""
-    import av
-
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ConfigError(f"load_audio: sample_rate must be a positive integer, got {sample_rate!r}")
+    check_sample_rate(sample_rate, "load_audio")
     path = checked_path(path)
-    chunks: list[np.ndarray] = []
     with open_media(path) as container:
-        stream = _audio_stream(container)
-        if stream is None:
-            raise NoAudioError(f"{path}: has no audio stream")
+        stream = audio_stream(container, path)
         check_not_truncated(container, path)
-        # Packed float mono: one row per output frame, and swresample does the downmix and the
-        # band-limited rate conversion in one pass.
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        collector = AudioCollector(stream, sample_rate)
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):  # the samples still buffered in the filter
-            chunks.append(out.to_ndarray().reshape(-1))
-        declared = _declared_samples(stream, sample_rate)
-    audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    if declared is not None and 0 < audio.size - declared <= _padding_limit(stream, sample_rate):
-        # Frame-based codecs (AAC: 1024 samples) pad the last frame with silence and FFmpeg does
-        # not trim it; the header's duration says where the real signal ends.
-        audio = audio[:declared]
-    # Float codecs and the downmix can overshoot full scale slightly; callers rely on [-1, 1].
-    np.clip(audio, -1.0, 1.0, out=audio)
-    return audio
+            collector.add(frame)
+        return collector.finish()
 
 
 def audio_duration(path: str | Path) -> float | None:

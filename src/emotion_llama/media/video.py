@@ -377,30 +377,57 @@ def read_frames_at(path: str | Path, times: Sequence[float], *, max_side: int | 
     return list(iter_frames(path, times=times, max_side=max_side))
 
 
+class FrameSampler:
+    """The frames :func:`iter_frames` yields from one video stream decoded in order: fed every
+    decoded frame, it returns the :class:`Frame` to keep (all of them, or with ``fps`` the first of
+    each 1/fps s window of presentation time) and ``None`` for the others. One sampler per pass, so
+    that every reader of a stream in order (``iter_frames``, :class:`~emotion_llama.media.clip.
+    ClipDecoder`) picks the same frames."""
+
+    def __init__(self, stream: av.VideoStream, fps: float | None, max_side: int | None) -> None:
+        self.stream = stream
+        self.timer = _Timer(stream)
+        self.interval = 1.0 / fps if fps else None
+        self.max_side = max_side
+        self.rotation = 0
+        self.start: float | None = None
+        self.last_window = -1
+        #: Frames decoded so far, minus one (-1: none yet).
+        self.index = -1
+
+    def __call__(self, frame: av.VideoFrame) -> Frame | None:
+        self.index += 1
+        t = self.timer(frame)
+        if self.start is None:
+            self.start, self.rotation = t, _rotation(frame, self.stream)
+        if self.interval is not None:
+            # Windows are counted from the first frame; a frame whose pts went backwards or
+            # stays in an already served window is skipped.
+            window = math.floor((t - self.start) / self.interval + _EPS)
+            if window <= self.last_window:
+                return None
+            self.last_window = window
+        return Frame(index=self.index, time_s=t, rgb=_to_rgb(frame, self.rotation, self.max_side))
+
+
+def video_stream(container: InputContainer, path: Path) -> av.VideoStream:
+    """The file's video stream (cover art left out), checked for truncation and set to decode
+    with threads; :class:`MediaError` when there is none."""
+    stream = _video_stream(container, path)
+    check_not_truncated(container, path)
+    stream.thread_type = "AUTO"
+    return stream
+
+
 def _frames_sequential(path: Path, fps: float | None, max_side: int | None) -> Generator[Frame, None, None]:
     with open_media(path) as container:
-        stream = _video_stream(container, path)
-        check_not_truncated(container, path)
-        stream.thread_type = "AUTO"
-        timer = _Timer(stream)
-        interval = 1.0 / fps if fps else None
-        rotation = 0
-        start: float | None = None
-        last_window = -1
-        index = -1
-        for index, frame in enumerate(container.decode(stream)):
-            t = timer(frame)
-            if start is None:
-                start, rotation = t, _rotation(frame, stream)
-            if interval is not None:
-                # Windows are counted from the first frame; a frame whose pts went backwards or
-                # stays in an already served window is skipped.
-                window = math.floor((t - start) / interval + _EPS)
-                if window <= last_window:
-                    continue
-                last_window = window
-            yield Frame(index=index, time_s=t, rgb=_to_rgb(frame, rotation, max_side))
-        if index < 0:
+        stream = video_stream(container, path)
+        sampler = FrameSampler(stream, fps, max_side)
+        for frame in container.decode(stream):
+            kept = sampler(frame)
+            if kept is not None:
+                yield kept
+        if sampler.index < 0:
             raise MediaError(f"{path}: no decodable video frame")
 
 
