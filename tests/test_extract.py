@@ -243,3 +243,27 @@ def test_a_one_frame_clip_still_yields_features(videos, tmp_path, tiny_config):
     )
     s = extract_folder(src, tmp_path / "f", tiny_config, workers=1, progress=False)
     assert s.written == 1 and not s.failed
+
+
+def test_perception_decodes_once_what_the_separate_readers_give(videos, tiny_config):
+    from emotion_llama.media.audio import load_audio
+    from emotion_llama.media.video import iter_frames
+    from emotion_llama.perception.pipeline import STAGES, Perceiver
+
+    path = videos / "good_2.mp4"
+    p_cfg = tiny_config.perception
+    with Perceiver(p_cfg, frame="middle", threads=1) as perceiver:
+        start = time.perf_counter()
+        p = perceiver(path)
+        wall = time.perf_counter() - start
+    # one pass over the file: the same audio and frames as reading them separately
+    assert np.array_equal(p.audio, load_audio(path, p_cfg.sample_rate))
+    frames = list(iter_frames(path, fps=p_cfg.analysis_fps))
+    assert p.timeline.times.tolist() == [f.time_s for f in frames]
+    middle = next(f for f in frames if f.time_s + 1e-6 >= p.info["duration_s"] / 2)
+    assert p.global_frame_time == middle.time_s and np.array_equal(p.global_frame, middle.rgb)
+    # where the time went: every stage, adding up to the call
+    assert set(p.stage_s) == set(STAGES) and 0 < sum(p.stage_s.values()) <= wall
+    assert p.stage_s["faces"] > 0 and p.stage_s["asr"] > 0 and p.stage_s["decode"] > 0
+    assert p.detector_runs == p.face_choice["frames_analysed"]  # a real video: every frame differs
+    assert "audio" not in json.dumps(p.record().get("missing"))

@@ -533,3 +533,62 @@ def test_analyzer_errors_name_the_problem(tmp_path: Path) -> None:
     fa.close()  # idempotent
     with pytest.raises(EmotionLlamaError, match="after close"):
         fa.detect(np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_the_detector_is_deterministic_and_face_measures_match(analyzer) -> None:
+    from emotion_llama.perception.action_units import aus_from_face, eye_openness_of, face_measures
+
+    img = _image("0-f15-hao-ph.jpg")
+    first, again = analyzer.detect(img), analyzer.detect(img.copy())
+    # the same pixels give the same faces, bit for bit: what lets perception reuse a repeated frame
+    assert len(first) == len(again) == 1
+    assert np.array_equal(first[0].landmarks, again[0].landmarks)
+    assert first[0].blendshapes == again[0].blendshapes and first[0].bbox == again[0].bbox
+    aus, openness = face_measures(first[0].blendshapes, first[0].landmarks)
+    assert aus == aus_from_face(first[0].blendshapes, first[0].landmarks)
+    assert openness == eye_openness_of(first[0].landmarks) and 0.1 < openness < 0.6
+    aus, openness = face_measures(first[0].blendshapes, None)
+    assert aus == aus_from_blendshapes(first[0].blendshapes) and np.isnan(openness)
+
+
+def _still_video(path: Path, pictures: list[np.ndarray], repeats: int) -> Path:
+    """A lossless (FFV1, RGB) 10 fps video showing each picture for ``repeats`` frames."""
+    import av
+
+    h, w = (min(p.shape[k] for p in pictures) // 2 * 2 for k in (0, 1))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = w, h, "bgr0"
+        for picture in pictures:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture[:h, :w]), format="rgb24")
+            for _ in range(repeats):
+                out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.mark.slow
+def test_repeated_frames_reuse_their_faces_with_the_same_timeline(analyzer, tmp_path: Path) -> None:
+    from emotion_llama.config import PerceptionConfig
+    from emotion_llama.media.video import iter_frames
+    from emotion_llama.perception.action_units import face_measures
+    from emotion_llama.perception.pipeline import STAGES, perceive
+
+    happy, angry = _image("0-f15-hao-ph.jpg"), _image("15-f13-anc-ph.jpg")
+    video = _still_video(tmp_path / "stills.mkv", [happy, angry], repeats=8)
+    config = PerceptionConfig(local_frames=4, temporal_frames=4)
+    p = perceive(video, config, faces=analyzer, transcriber=None)
+    assert p.face_choice["frames_analysed"] == 16 and p.detector_runs == 2  # one per picture
+    assert set(p.stage_s) == set(STAGES) and all(v >= 0 for v in p.stage_s.values())
+    assert "audio: the file has no audio stream" in p.missing
+    # the same timeline as the detector run on every analysed frame
+    for i, f in enumerate(iter_frames(video, fps=config.analysis_fps)):
+        faces = analyzer.detect(f.rgb)
+        assert len(faces) == 1
+        aus, openness = face_measures(faces[0].blendshapes, faces[0].landmarks)
+        assert np.array_equal(p.timeline.intensity[i], np.float32([aus[n] for n in p.timeline.names]))
+        assert p.timeline.eye_openness[i] == np.float32(openness)
+    # a real video's frames all differ: the detector runs on each of them
+    real = perceive(_feat_data() / "single_face.mp4", config, faces=analyzer, transcriber=None)
+    assert real.detector_runs == real.face_choice["frames_analysed"] > 20

@@ -134,6 +134,15 @@ def test_other_rates_are_resampled_keeping_pitch() -> None:
     assert abs(peak_hz - 440) < 3
 
 
+def test_padding_below_the_measured_floor_is_refused() -> None:
+    from emotion_llama.perception.transcript import MIN_PAD_S, WhisperTranscriber
+
+    # refused before any model loads
+    for bad in (MIN_PAD_S - 1, 0.0, float("nan")):
+        with pytest.raises(TranscriptError, match=r"pad_s must be at least 10 seconds"):
+            WhisperTranscriber("no-such-model", pad_s=bad)
+
+
 def test_unknown_model_name_is_a_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
     with pytest.raises(TranscriptError, match=r"'tiny-english'.*not one of"):
@@ -267,6 +276,40 @@ def test_speech_in_a_video_is_transcribed_with_timings(whisper, spoken_clip) -> 
     assert all(0.0 <= w.probability <= 1.0 for w in got.words)
     # the timings span the speech rather than piling up at the start
     assert got.words[-1].end > 0.6 * duration
+
+
+@pytest.mark.slow
+def test_less_padding_encodes_less_and_hears_the_same_sentence(whisper_factory, spoken_clip) -> None:  # type: ignore[no-untyped-def]
+    from emotion_llama.media.audio import load_audio
+
+    clip, _ = spoken_clip
+    audio = load_audio(clip, SAMPLE_RATE)
+    full = whisper_factory(beam_size=5)
+    padded = whisper_factory(beam_size=5, pad_s=10)
+    assert padded._model is not full._model  # a model of its own (the cache keys on the padding)
+    widths: list[int] = []
+    encode = type(padded._model).encode
+
+    def spy(features):  # type: ignore[no-untyped-def]
+        out = encode(padded._model, features)
+        widths.append(int(out.shape[1]))  # encoder positions: one per 20 ms
+        return out
+
+    padded._model.encode = spy
+    try:
+        got, want = padded.transcribe(audio), full.transcribe(audio)
+    finally:
+        del padded._model.encode
+    # Whisper's windows are 1500 positions (30 s); here the speech (VAD-trimmed) plus 10 s
+    assert (
+        widths and all(w <= (audio.size / SAMPLE_RATE + 10) * 50 + 2 for w in widths) and max(widths) < 1500
+    )
+    assert got.text == want.text  # measured on this clip; other clips can differ (MIN_PAD_S)
+    assert len(got.words) == len(want.words)
+    assert (
+        max(abs(a.start - b.start) + abs(a.end - b.end) for a, b in zip(got.words, want.words, strict=True))
+        < 0.25
+    )
 
 
 @pytest.mark.slow

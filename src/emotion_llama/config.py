@@ -187,6 +187,11 @@ class PerceptionConfig:
     local_frames: int = 16
     #: Frames per second analysed for faces and action units (peak frame, AU timeline).
     analysis_fps: float = 10.0
+    #: None: faces on every frame at ``analysis_fps``. A number: coarse to fine in time, the frame
+    #: between two analysed ones analysed only when their faces differ (an AU by more than this, on
+    #: the 0-5 scale; a face appearing, leaving, moving; the eyes); else it takes the earlier one's
+    #: faces (perception/frame_loop.py; docs/perception.md, "Speed").
+    analysis_refine: float | None = None
     #: Longest side frames are scaled to before face analysis (speed; crops use full resolution).
     analysis_max_side: int = 640
     #: Also search square tiles of wide frames for small faces (finds more people, about 2x slower).
@@ -196,6 +201,10 @@ class PerceptionConfig:
     asr_model: str = "offline"
     #: Beam width of speech recognition (5 halves tiny.en's errors on read speech for ~30% more time).
     asr_beam_size: int = 5
+    #: None: Whisper's own windows (the speech padded to 30 s). A number (10 or more): the speech
+    #: padded by only that many seconds: 2.5x faster on short utterances, but not the same
+    #: transcripts (docs/perception.md, "Speed").
+    asr_pad_s: float | None = None
     #: Spoken language, a Whisper code (en, zh...); None: detected (with a multilingual model).
     language: str | None = "en"
     sample_rate: int = 16000

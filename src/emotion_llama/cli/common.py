@@ -312,9 +312,7 @@ def _check_speech(config: EmotionLlamaConfig) -> None:
     is cached: a perceiver of this process reuses it."""
     from emotion_llama.perception.transcript import WhisperTranscriber
 
-    p = config.perception
-
-    WhisperTranscriber(p.asr_model, language=p.language, beam_size=p.asr_beam_size)
+    WhisperTranscriber.from_config(config.perception)
 
 
 def _write_json_file(path: Path, obj: Any) -> None:

@@ -187,12 +187,19 @@ def brow_lowerer_from_geometry(brow_height: float) -> float:
 def aus_from_face(blendshapes: Mapping[str, float], landmarks: np.ndarray | None = None) -> dict[str, float]:
     """The 18 AU intensities of one face: :func:`aus_from_blendshapes`, with AU04 raised to its
     geometric value where the landmarks show lowered brows that the blendshapes miss."""
+    return face_measures(blendshapes, landmarks)[0]
+
+
+def face_measures(
+    blendshapes: Mapping[str, float], landmarks: np.ndarray | None
+) -> tuple[dict[str, float], float]:
+    """:func:`aus_from_face` and the eye openness (NaN without landmarks), one geometry for both."""
     aus = aus_from_blendshapes(blendshapes)
-    if landmarks is not None:
-        geo = face_geometry(landmarks)
-        if geo is not None:
-            aus["AU04"] = max(aus["AU04"], brow_lowerer_from_geometry(geo.brow_height))
-    return aus
+    geo = face_geometry(landmarks) if landmarks is not None else None
+    if geo is None:
+        return aus, float("nan")
+    aus["AU04"] = max(aus["AU04"], brow_lowerer_from_geometry(geo.brow_height))
+    return aus, geo.eye_openness
 
 
 def eye_openness_of(landmarks: np.ndarray | None) -> float:
@@ -675,11 +682,7 @@ def plot_au_timeline(tl: AUTimeline, path: str | Path, peak: int | None = None, 
         t = float(tl.times[peak])
         ax.axvline(t, color="black", linestyle="--", linewidth=1.0)
         ax.annotate(
-            f"peak {t:.2f} s",
-            xy=(t, AU_MAX),
-            xytext=(4, -12),
-            textcoords="offset points",
-            fontsize=8,
+            f"peak {t:.2f} s", xy=(t, AU_MAX), xytext=(4, -12), textcoords="offset points", fontsize=8
         )
     ax.set_ylim(0, AU_MAX + 0.2)
     ax.set_xlabel("time (s)")

@@ -2,13 +2,18 @@
 
 ``perceive(video)`` (CPU work, runs in worker processes during ``extract``):
 
-1. probe the file; decode frames at ``analysis_fps`` (streaming, bounded memory);
-2. detect faces and blendshapes on a downscaled copy of each analysed frame; AU intensities;
+1. probe the file; decode it in one pass (:class:`~emotion_llama.media.clip.ClipDecoder`): the
+   frames at ``analysis_fps`` (streaming, bounded memory) and, along the way, the audio;
+2. detect faces and blendshapes on a downscaled copy of each analysed frame
+   (:class:`~emotion_llama.perception.frame_loop.FrameLoop`: a frame identical to the one before
+   reuses its faces; with ``analysis_refine``, coarse to fine in time); AU intensities;
 3. keep, at full resolution, only the frames that will be needed: the ``local_frames`` /
    ``temporal_frames`` sample times (uniform over the clip), the global encoder's frame (first,
    middle, or the running AU peak), nothing else;
 4. choose the main person (size, centrality, persistence), align their face in the kept frames;
-5. load the audio (16 kHz mono) and transcribe it, unless a subtitle is given.
+5. transcribe the audio (16 kHz mono), unless a subtitle is given.
+
+Each clip's :attr:`Perception.stage_s` says where its time went (wall seconds per stage).
 
 ``encode(results, encoders)`` then runs the frozen encoders in batches (GPU when there is one).
 A clip without a face or without audio still gets its perception record (what was found and
@@ -17,6 +22,7 @@ what is missing); it only cannot get features, and says why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +59,10 @@ class Perception:
     temporal_crops: np.ndarray | None  # (T, S, S, 3)
     audio: np.ndarray | None  # (N,) float32, 16 kHz
     missing: list[str] = field(default_factory=list)
+    #: Wall seconds per stage (:data:`STAGES`); not part of :meth:`record`.
+    stage_s: dict[str, float] = field(default_factory=dict)
+    #: Analysed frames the face detector ran on (the others repeated the frame before).
+    detector_runs: int = 0
 
     def record(self) -> dict[str, Any]:
         """The JSON-friendly perception record (clues), without the pixel and audio arrays."""
@@ -109,12 +119,7 @@ class Perceiver(Closeable):
         if transcribe:
             from emotion_llama.perception.transcript import WhisperTranscriber
 
-            self.transcriber = WhisperTranscriber(
-                config.asr_model,
-                language=config.language,
-                beam_size=config.asr_beam_size,
-                cpu_threads=threads,
-            )
+            self.transcriber = WhisperTranscriber.from_config(config, cpu_threads=threads)
 
     def close(self) -> None:
         """Release the face model now (MediaPipe's own finaliser fails at interpreter exit)."""
@@ -141,6 +146,27 @@ def _targets(duration: float, n: int) -> list[float]:
     return [duration * (k + 0.5) / n for k in range(n)]
 
 
+#: The stages of :attr:`Perception.stage_s`: the header and first frame; the one decoding pass
+#: (video and audio); the face detector, with the analysis downscale and the running peak's AUs;
+#: the main face and the AU timeline; frames read again (a peak or global frame the pass did not keep); the
+#: aligned face crops; speech recognition.
+STAGES: tuple[str, ...] = ("probe", "decode", "faces", "aus", "reread", "crops", "asr")
+
+
+class _Stopwatch:
+    """Wall seconds per stage, accumulated."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the last lap to ``stage``."""
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._t
+        self._t = now
+
+
 def perceive(
     video: str | Path,
     config: PerceptionConfig,
@@ -153,76 +179,49 @@ def perceive(
 ) -> Perception:
     """Perceive one clip (see the module docstring). Raises :class:`MediaError` for a file that
     cannot be decoded at all; anything merely missing is listed in ``Perception.missing``."""
-    import cv2
-
-    from emotion_llama.media.video import iter_frames, probe_video, read_frames_at
-    from emotion_llama.perception.action_units import EVENT_AUS, aus_from_face, peak_index
+    from emotion_llama.media.clip import ClipDecoder
+    from emotion_llama.media.video import probe_video, read_frames_at
+    from emotion_llama.perception.action_units import peak_index
     from emotion_llama.perception.faces import select_main_face
+    from emotion_llama.perception.frame_loop import FrameLoop
 
+    watch = _Stopwatch()
     path = Path(video)
     name = name or path.stem
     info = probe_video(path)
     if frame not in ("first", "middle", "peak"):
         raise PerceptionError(f"frame choice {frame!r}: use first, middle or peak")
+    watch.lap("probe")
     n_keep = max(config.local_frames, config.temporal_frames)
     wanted = _targets(info.duration_s, n_keep)
     global_target = {"first": 0.0, "middle": info.duration_s / 2}.get(frame)
 
-    times: list[float] = []
-    per_frame: list[list[Any]] = []
-    au_rows: list[dict[str, float] | None] = []
-    kept: dict[int, np.ndarray] = {}  # analysed-frame position -> full-resolution frame
-    scales: dict[int, float] = {}
-    next_wanted = 0
-    global_pos: int | None = None
-    best_sum, best_pos, best_frame = -1.0, None, None
-    last_rgb: np.ndarray | None = None
-    last_scale = 1.0
-    for f in iter_frames(path, fps=config.analysis_fps):
-        pos = len(times)
-        times.append(f.time_s)
-        h, w = f.rgb.shape[:2]
-        scale = min(1.0, config.analysis_max_side / max(h, w))
-        small = (
-            f.rgb
-            if scale == 1.0
-            else cv2.resize(f.rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        )
-        found = [_rescale_face(face, 1.0 / scale) for face in faces.detect(small)]
-        per_frame.append(found)
-        last_rgb, last_scale = f.rgb, scale
-        while next_wanted < len(wanted) and f.time_s + 1e-6 >= wanted[next_wanted]:
-            kept[pos] = f.rgb
-            scales[pos] = scale
-            next_wanted += 1
-        if global_target is not None and global_pos is None and f.time_s + 1e-6 >= global_target:
-            global_pos = pos
-            kept[pos] = f.rgb
-        if found:
-            # The largest face stands in for the main one until the tracks are known; the peak is
-            # recomputed on the main face's timeline below.
-            largest = max(found, key=_area)
-            au = aus_from_face(largest.blendshapes, largest.landmarks)
-            au_rows.append(au)
-            total = sum(v for k, v in au.items() if k not in EVENT_AUS)  # as peak_index sums
-            if total > best_sum:  # the running peak: its frame is kept, one at a time
-                best_sum, best_pos, best_frame = total, pos, f.rgb
-        else:
-            au_rows.append(None)
+    measures = _FaceMeasures()
+    loop = FrameLoop(config, faces.detect, wanted, global_target, measures)
+    clip = ClipDecoder(path, fps=config.analysis_fps, sample_rate=config.sample_rate)
+    for f in clip.frames():
+        watch.lap("decode")
+        loop.feed(f)
+        watch.lap("faces")
+    loop.finish()
+    watch.lap("faces")  # the end of the pass: the decoders flushed, the audio finished, a held frame
+    times, per_frame, kept, scales = loop.times, loop.per_frame, loop.kept, loop.scales
+    global_pos, best_pos, best_frame = loop.global_pos, loop.best_pos, loop.best_frame
     if not times:
         raise PerceptionError(f"{path}: no decodable video frame")
-    if next_wanted < len(wanted):
+    if loop.next_wanted < len(wanted):
         # sample times after the last analysed frame (very short clips, a header longer than the
         # stream): the last frame stands in for them
-        kept[len(times) - 1] = last_rgb
-        scales[len(times) - 1] = last_scale
+        kept[len(times) - 1] = loop.last_rgb  # type: ignore[assignment]
+        scales[len(times) - 1] = loop.last_scale
     main, choice = select_main_face(per_frame, (info.width, info.height))
-    timeline = _timeline(times, main)
+    timeline = _timeline(times, main, measures)
     peak = peak_index(timeline, "sum")
     peak_time = times[peak] if peak is not None else None
     missing: list[str] = []
     if peak is None:
         missing.append(f"face: none found in {len(times)} analysed frames")
+    watch.lap("aus")
 
     # the peak frame (thumbnails, descriptions) and the global encoder's frame
     peak_frame = None
@@ -242,14 +241,17 @@ def perceive(
         if global_frame is None:
             global_frame = read_frames_at(path, [times[gp]])[0].rgb
         global_time = times[gp]
+    watch.lap("reread")
 
     # aligned crops of the main face in the kept sample frames
     samples = [(kept[p], main[p]) for p in sorted(kept) if p in scales and main[p] is not None]
     local_crops, temporal_crops = _face_crops(samples, config)
     if local_crops is None and peak is not None:
         missing.append("face: the main face is absent from every sampled frame")
+    watch.lap("crops")
 
-    audio, transcript = _audio_and_transcript(path, config, subtitle, transcriber, missing)
+    audio, transcript = _audio_and_transcript(clip, config, subtitle, transcriber, missing)
+    watch.lap("asr")
     info_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(info).items()}
     return Perception(
         name=name,
@@ -271,7 +273,33 @@ def perceive(
         temporal_crops=temporal_crops,
         audio=audio,
         missing=missing,
+        stage_s=watch.seconds,
+        detector_runs=loop.detector_runs,
     )
+
+
+class _FaceMeasures:
+    """AU intensities and eye openness per face, computed once: the running peak and the timeline
+    read the same faces (and a repeated frame the same objects)."""
+
+    def __init__(self) -> None:
+        self._done: dict[int, tuple[Any, dict[str, float], float]] = {}
+
+    def _get(self, face: Any) -> tuple[Any, dict[str, float], float]:
+        hit = self._done.get(id(face))
+        if hit is None or hit[0] is not face:
+            from emotion_llama.perception.action_units import face_measures
+
+            aus, openness = face_measures(face.blendshapes, face.landmarks)
+            hit = (face, aus, openness)  # the face is kept with them, so its id stays its own
+            self._done[id(face)] = hit
+        return hit
+
+    def aus(self, face: Any) -> dict[str, float]:
+        return self._get(face)[1]
+
+    def openness(self, face: Any) -> float:
+        return self._get(face)[2]
 
 
 def _face_crops(samples: list[tuple[np.ndarray, Any]], config: PerceptionConfig) -> tuple[Any, Any]:
@@ -286,16 +314,17 @@ def _face_crops(samples: list[tuple[np.ndarray, Any]], config: PerceptionConfig)
 
 
 def _audio_and_transcript(
-    path: Path, config: PerceptionConfig, subtitle: str | None, transcriber: Any | None, missing: list[str]
+    clip: Any, config: PerceptionConfig, subtitle: str | None, transcriber: Any | None, missing: list[str]
 ) -> tuple[np.ndarray | None, Any]:
-    """The clip's audio (``None`` without a usable stream, said in ``missing``) and its transcript:
-    the given subtitle, else speech recognition on the audio."""
-    from emotion_llama.media.audio import NoAudioError, load_audio
+    """The clip's audio, decoded with its frames by ``clip`` (a finished
+    :class:`~emotion_llama.media.clip.ClipDecoder`; ``None`` without a usable stream, said in
+    ``missing``) and its transcript: the given subtitle, else speech recognition on the audio."""
+    from emotion_llama.media.audio import NoAudioError
 
     audio = None
     transcript = None
     try:
-        audio = load_audio(path, config.sample_rate)
+        audio = clip.audio()
         if audio.size == 0:
             audio = None
             missing.append("audio: the audio stream is empty")
@@ -310,31 +339,10 @@ def _audio_and_transcript(
     return audio, transcript
 
 
-def _area(face: Any) -> float:
-    x0, y0, x1, y1 = face.bbox
-    return (x1 - x0) * (y1 - y0)
+def _timeline(times: list[float], main: list[Any], measures: _FaceMeasures | None = None) -> Any:
+    from emotion_llama.perception.action_units import AU_NAMES, AUTimeline, correct_cry_face
 
-
-def _rescale_face(face: Any, factor: float) -> Any:
-    """The face found on a downscaled frame, in full-resolution pixel coordinates."""
-    if factor == 1.0:
-        return face
-    from dataclasses import replace
-
-    lm = face.landmarks.copy()
-    lm[:, :2] *= factor
-    return replace(face, bbox=tuple(float(v) * factor for v in face.bbox), landmarks=lm)
-
-
-def _timeline(times: list[float], main: list[Any]) -> Any:
-    from emotion_llama.perception.action_units import (
-        AU_NAMES,
-        AUTimeline,
-        aus_from_face,
-        correct_cry_face,
-        eye_openness_of,
-    )
-
+    measures = measures or _FaceMeasures()
     names = list(AU_NAMES)
     inten = np.full((len(times), len(names)), np.nan, dtype=np.float32)
     found = np.zeros(len(times), dtype=bool)
@@ -342,9 +350,9 @@ def _timeline(times: list[float], main: list[Any]) -> Any:
     for i, face in enumerate(main):
         if face is None:
             continue
-        au = aus_from_face(face.blendshapes, face.landmarks)
+        au = measures.aus(face)
         inten[i] = [au.get(n, 0.0) for n in names]
-        openness[i] = eye_openness_of(face.landmarks)
+        openness[i] = measures.openness(face)
         found[i] = True
     return correct_cry_face(
         AUTimeline(

@@ -156,7 +156,7 @@ class Predictor(Closeable):
             # the model is cached, so the Perceiver's transcriber reuses it.
             from emotion_llama.perception.transcript import WhisperTranscriber
 
-            WhisperTranscriber(sp.asr_model, language=sp.language, beam_size=sp.asr_beam_size)
+            WhisperTranscriber.from_config(sp)
         self.perceiver = Perceiver(config.perception, frame=frame, transcribe=transcribe)
 
     @property
