@@ -3,7 +3,6 @@ checkpointing, the ViT cache, distributed configs, and a two-process DDP run on 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -14,12 +13,10 @@ from typing import Any
 import pytest
 import torch
 
-from emotion_llama.config import EmotionLlamaConfig, tiny_config
-from emotion_llama.data.synth import make_synthetic_dataset
+from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.model.builder import build_model
 from emotion_llama.model.checkpoint import read_safetensors, trainable_state
 from emotion_llama.model.processor import EmotionLlamaProcessor
-from emotion_llama.model.tokenizer import load_tokenizer
 from emotion_llama.train.checkpointing import read_pointer, step_checkpoints
 from emotion_llama.train.config import TrainConfig, TrainError
 from emotion_llama.train.data import TrainDataset, read_training_folder
@@ -32,21 +29,14 @@ from emotion_llama.train.schedule import Schedule
 from emotion_llama.train.steplog import read_losses
 from emotion_llama.train.validate import emotion_metrics
 from emotion_llama.train.vit_cache import CachedVisionDataset, build_vit_cache, cache_file_name
+from helpers import engine_synth
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _config() -> EmotionLlamaConfig:
-    cfg = tiny_config()
-    return dataclasses.replace(cfg, prompt=dataclasses.replace(cfg.prompt, layout="training"))
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, EmotionLlamaConfig, EmotionLlamaProcessor]:
-    folder = tmp_path_factory.mktemp("engine") / "data"
-    cfg = _config()
-    make_synthetic_dataset(folder, n=30, config=cfg, seed=0, layout="native")
-    return folder, cfg, EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
+    return engine_synth(tmp_path_factory.mktemp("engine") / "data")
 
 
 def _datasets(
@@ -349,6 +339,8 @@ def test_accelerate_configs_parse(name: str, kind: str) -> None:
     if name == "fsdp":
         assert cfg.fsdp_config["fsdp_use_orig_params"] is True  # frozen + LoRA in one wrapped layer
     if name.startswith("deepspeed"):
+        # accelerate launch refuses a mixed_precision key beside a deepspeed_config_file.
+        assert cfg.mixed_precision is None
         from accelerate.utils import DeepSpeedPlugin
 
         ds_file = ROOT / cfg.deepspeed_config["deepspeed_config_file"]

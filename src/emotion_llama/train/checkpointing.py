@@ -34,6 +34,7 @@ import torch
 from emotion_llama.files import atomic_write_text
 from emotion_llama.model.checkpoint import (
     BEST_FILE,
+    FROZEN_FILE,
     LAST_FILE,
     TRAIN_CLIPS_FILE,
     WEIGHTS_FILE,
@@ -226,6 +227,23 @@ def _sharded_trainable_state(full: dict[str, torch.Tensor]) -> dict[str, torch.T
     return {to_canonical_key(k): v for k, v in full.items() if is_trainable_key(k)}
 
 
+_BASE_LLM = "llm.base_model.model."
+
+
+def sharded_frozen_state(full: dict[str, torch.Tensor], model: EmotionLlama) -> dict[str, torch.Tensor]:
+    """What ``frozen.safetensors`` holds (:func:`~emotion_llama.model.builder.frozen_state_dict`:
+    the frozen parts without an external source), taken from a gathered full state dict under
+    the module's key names: under FSDP the module's own frozen tensors are shards."""
+    out: dict[str, torch.Tensor] = {}
+    if model.config.vision.weights is None:
+        out.update({k: v for k, v in full.items() if k.startswith("global_encoder.")})
+    if model.config.llm.name_or_path is None:
+        for k, v in full.items():
+            if k.startswith(_BASE_LLM) and ".lora_" not in k:
+                out["llm_base." + k[len(_BASE_LLM) :].replace(".base_layer.", ".")] = v
+    return out
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     engine_model: Any,
@@ -253,6 +271,9 @@ def save_checkpoint(
             # Parameters are sharded: the gathered full state replaces the module's own.
             tmp.mkdir(parents=True)
             write_safetensors(_sharded_trainable_state(full), tmp / WEIGHTS_FILE, {"format": "emotion-llama"})
+            frozen = sharded_frozen_state(full, model)
+            if frozen:
+                write_safetensors(frozen, tmp / FROZEN_FILE, {"format": "emotion-llama"})
             model.config.to_json(tmp / "config.json")
         if engine == "plain":
             state["optimizer"] = optimizer.state_dict()

@@ -60,8 +60,6 @@ class TrainConfig:
     modality_dropout: float = 0.0
 
     def validate(self) -> TrainConfig:
-        import torch
-
         for key in ("epochs", "iters_per_epoch", "batch_size", "grad_accum", "log_every", "keep_last"):
             if getattr(self, key) < 1:
                 raise TrainError(f"train.{key} must be >= 1, got {getattr(self, key)}")
@@ -73,8 +71,6 @@ class TrainConfig:
             raise TrainError(f"train.save_every must be >= 1 or null, got {self.save_every}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise TrainError(f"train.precision must be fp32, bf16 or fp16, not {self.precision!r}")
-        if self.precision == "fp16" and torch.device(self.device).type == "cpu":
-            raise TrainError("train.precision fp16 needs a GPU; on CPU use bf16 or fp32")
         if self.log_with not in LOG_WITH:
             raise TrainError(f"train.log_with must be one of {', '.join(LOG_WITH)}, not {self.log_with!r}")
         return self

@@ -1,10 +1,14 @@
 """The engine under the loop: ``accelerate`` (one process, DDP, FSDP, DeepSpeed ZeRO-2/3).
 
 ``accelerate.Accelerator`` places the model, wraps it (DDP...), runs autocast (``bf16``;
-``fp16`` with a grad scaler, GPU only; ``fp32``), scales and accumulates gradients and reduces
-values across processes. FSDP and DeepSpeed come from an accelerate config file (see
+``fp16`` with a grad scaler; ``fp32``), scales and accumulates gradients and reduces values
+across processes. On CPU accelerate makes neither the fp16 autocast nor the scaler (it would
+train in fp32 without a word), so :func:`make_accelerator` adds torch's own
+(``torch.amp.GradScaler("cpu")``). FSDP and DeepSpeed come from an accelerate config file (see
 ``configs/accelerate/``); :func:`engine_kind` tells the loop which one it runs under, since
 checkpoints of sharded engines are written differently (:mod:`emotion_llama.train.checkpointing`).
+accelerate runs those two on GPUs only: asked for on CPU it falls back to DDP, which
+:func:`check_engine` refuses rather than train another engine than the config file says.
 """
 
 from __future__ import annotations
@@ -54,13 +58,19 @@ def make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
 
         if not is_tensorboard_available():
             raise TrainError("train.log_with is tensorboard but tensorboard is not installed")
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=_MIXED[cfg.precision],
         gradient_accumulation_steps=cfg.grad_accum,
         cpu=device.type == "cpu",
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out)),
     )
+    if cfg.precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
+        # accelerate skips both on CPU; they must exist before ``prepare`` (the optimiser wrapper
+        # and the model's autocast forward read them there).
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu")
+    return accelerator
 
 
 def engine_kind(accelerator: Accelerator) -> EngineKind:
@@ -77,9 +87,22 @@ def engine_kind(accelerator: Accelerator) -> EngineKind:
     return "plain"
 
 
+#: The environment variables ``accelerate launch`` sets from a config file's ``distributed_type``.
+_LAUNCH_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
 def check_engine(cfg: TrainConfig, accelerator: Accelerator) -> None:
-    """Refuse settings the engine cannot run."""
-    if cfg.eval_metrics and engine_kind(accelerator) in SHARDED:
+    """Refuse settings the engine cannot run, and an engine accelerate did not set up."""
+    kind = engine_kind(accelerator)
+    for var, name in _LAUNCH_ENGINES.items():
+        if os.environ.get(var, "false").lower() == "true" and kind == "plain":
+            raise TrainError(
+                f"accelerate was launched for {name} ({var}=true) but set up "
+                f"{accelerator.distributed_type.value} on {accelerator.device.type}: accelerate runs "
+                f"{name} on GPUs only and would train plain data-parallel here; on CPU use "
+                "configs/accelerate/ddp.yaml or torchrun"
+            )
+    if cfg.eval_metrics and kind in SHARDED:
         raise TrainError("train.eval_metrics needs unsharded weights; turn it off under FSDP or ZeRO-3")
 
 
