@@ -61,7 +61,7 @@ class Perception:
     missing: list[str] = field(default_factory=list)
     #: Wall seconds per stage (:data:`STAGES`); not part of :meth:`record`.
     stage_s: dict[str, float] = field(default_factory=dict)
-    #: Analysed frames the face detector ran on (the others repeated the frame before).
+    #: Frames the face detector ran on (the others reused identical pixels' or a neighbour's faces).
     detector_runs: int = 0
 
     def record(self) -> dict[str, Any]:
@@ -339,10 +339,9 @@ def _audio_and_transcript(
     return audio, transcript
 
 
-def _timeline(times: list[float], main: list[Any], measures: _FaceMeasures | None = None) -> Any:
+def _timeline(times: list[float], main: list[Any], measures: _FaceMeasures) -> Any:
     from emotion_llama.perception.action_units import AU_NAMES, AUTimeline, correct_cry_face
 
-    measures = measures or _FaceMeasures()
     names = list(AU_NAMES)
     inten = np.full((len(times), len(names)), np.nan, dtype=np.float32)
     found = np.zeros(len(times), dtype=bool)
