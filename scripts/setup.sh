@@ -40,12 +40,21 @@ if ! "$VPY" -c "import ray.data" >/dev/null 2>&1; then
   pipq "ray[data]==2.60.0"
 fi
 
+# DeepSpeed: the [deepspeed] extra (train.deepspeed, docs/training.md), pinned; its tests train
+# ZeRO-2/3 on two CPU processes (DeepSpeed's CPU accelerator builds a small C++ op with g++ and
+# ninja at first use, cached under ~/.cache/torch_extensions).
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('deepspeed') is None)"; then
+  echo "[setup] installing deepspeed==0.19.8 (the [deepspeed] extra)"
+  pipq "deepspeed==0.19.8"
+fi
+
 # System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence;
 # espeak-ng-data has its Mandarin voice, cmn-latn-pinyin, for the language tests),
 # pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the
-# web page's browser test drives it with Playwright; no browser is downloaded).
+# web page's browser test drives it with Playwright; no browser is downloaded), g++ (DeepSpeed's
+# CPU op, above).
 need=()
-for pkg in ffmpeg espeak-ng espeak-ng-data sox pocketsphinx-testdata chromium; do
+for pkg in ffmpeg espeak-ng espeak-ng-data sox pocketsphinx-testdata chromium g++; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
