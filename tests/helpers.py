@@ -43,17 +43,24 @@ def failure_rows(stderr: str) -> list[str]:
     return rows
 
 
-def engine_synth(folder: Path):
-    """The tiny model's config (training prompt layout), 30 synthetic clips written to ``folder``
-    (data seed 0, the project's layout) and a processor: the data of the engine tests."""
+def engine_config():
+    """The tiny model's config with the training prompt layout, and its processor."""
     import dataclasses
 
     from emotion_llama.config import tiny_config
-    from emotion_llama.data.synth import make_synthetic_dataset
     from emotion_llama.model.processor import EmotionLlamaProcessor
     from emotion_llama.model.tokenizer import load_tokenizer
 
     base = tiny_config()
     cfg = dataclasses.replace(base, prompt=dataclasses.replace(base.prompt, layout="training"))
+    return cfg, EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
+
+
+def engine_synth(folder: Path):
+    """The tiny model's config (training prompt layout), 30 synthetic clips written to ``folder``
+    (data seed 0, the project's layout) and a processor: the data of the engine tests."""
+    from emotion_llama.data.synth import make_synthetic_dataset
+
+    cfg, processor = engine_config()
     make_synthetic_dataset(folder, n=30, config=cfg, seed=0, layout="native")
-    return folder, cfg, EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
+    return folder, cfg, processor

@@ -9,9 +9,11 @@ Every launcher runs under a timeout in its own session and is killed with it, so
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,10 +27,10 @@ import torch
 
 from emotion_llama.config import EmotionLlamaConfig
 from emotion_llama.model.builder import build_model, frozen_state_dict
-from emotion_llama.model.checkpoint import read_safetensors, trainable_state
+from emotion_llama.model.checkpoint import load_pretrained, read_safetensors, trainable_state
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.train.checkpointing import STATE_FILE, read_pointer, sharded_frozen_state
-from emotion_llama.train.config import TrainConfig
+from emotion_llama.train.config import TrainConfig, TrainError
 from emotion_llama.train.data import TrainDataset, read_training_folder
 from emotion_llama.train.engine import make_accelerator
 from emotion_llama.train.loop import train
@@ -39,6 +41,8 @@ from helpers import engine_synth
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "train" / "tiny_synth.yaml"
+#: The shipped DeepSpeed configs, by ZeRO stage.
+DS_CONFIGS = {n: ROOT / "configs" / "accelerate" / f"ds_zero{n}.json" for n in (2, 3)}
 DOCS = ROOT / "docs" / "training.md"
 STEPS = 20
 #: Seconds any one launcher may run (the runs here take 10-30 s on 2 cores).
@@ -62,7 +66,10 @@ def _overrides(data: Path, out: Path, batch_size: int) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return {
+        **os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+        "DS_ACCELERATOR": "cpu",
+    }  # fmt: skip
 
 
 def _free_port() -> int:
@@ -343,7 +350,8 @@ def test_a_lost_node_stops_the_other_and_both_resume(tmp_path: Path, synth: Synt
 def test_the_fsdp_config_is_refused_on_cpu(tmp_path: Path, synth: Synth) -> None:
     """accelerate (1.16) sets up FSDP only on GPU-like devices. The shipped fsdp.yaml stops in
     accelerate on CPU (its ``sync_module_states``); without that key accelerate's state stays
-    MULTI_CPU and wraps the model in DDP under an FSDP config. The loop refuses that run, saying so."""
+    MULTI_CPU and wraps the model in DDP under an FSDP config. The loop refuses that run, saying so
+    and naming the project's own FSDP2 path."""
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(ROOT / "configs" / "accelerate" / "fsdp.yaml"),
@@ -354,7 +362,120 @@ def test_the_fsdp_config_is_refused_on_cpu(tmp_path: Path, synth: Synth) -> None
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0, text[-3000:]
     assert "accelerate was launched for FSDP (ACCELERATE_USE_FSDP=true) but set up MULTI_CPU on cpu" in text
+    assert "train.fsdp=true" in text
     assert not (tmp_path / "run" / LOSSES_FILE).exists()  # refused before any step
+
+
+def _fsdp_command(data: Path, out: Path) -> list[str]:
+    """docs/training.md's FSDP2 torchrun command (the one with ``train.fsdp=true``), two processes
+    instead of 8."""
+    text = DOCS.read_text(encoding="utf-8").replace("\\\n", " ")
+    command = next(" ".join(c.split()) for c in text.splitlines() if c.rstrip().endswith("train.fsdp=true"))
+    assert command.startswith("torchrun --standalone --nproc_per_node 8 -m emotion_llama.cli train"), command
+    flags = shlex.split(command.split(" -m emotion_llama.cli ")[0])[1:]
+    flags[flags.index("--nproc_per_node") + 1] = "2"
+    return [sys.executable, "-m", "torch.distributed.run", *flags, *_train_args(data, out), "train.fsdp=true"]
+
+
+@pytest.mark.slow
+def test_fsdp2_matches_one_process_survives_a_kill_and_loads_in_one_process(
+    tmp_path: Path, synth: Synth, reference: Path
+) -> None:
+    """The project's FSDP2 (``train.fsdp``) on two CPU processes: each holds half the parameters;
+    rank 1 is killed after the step-10 checkpoint and the same command resumes from the sharded
+    run's gathered checkpoint, ending with the one-process run's per-step losses and weights (the
+    optimiser state came back: a fresh AdamW would land elsewhere). The checkpoint is the project's
+    format: a one-process model loads it, and a plain one-process run resumes from it."""
+    out = tmp_path / "run"
+    cmd = _fsdp_command(synth[0], out)
+    launch = _Launch(cmd, tmp_path, tmp_path / "first")
+    try:
+        _wait_for_steps(out, 12, [launch])
+        pid = _rank_pid(launch.proc.pid, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        rc, first_out, stderr = launch.wait(60)
+    finally:
+        launch.kill()
+    assert rc != 0 and "rank      : 1" in stderr, stderr[-3000:]
+    pattern = r"train\.fsdp: (\d+) FSDP2 units over 2 processes; this process holds ([\d,]+) of the ([\d,]+)"
+    held = re.search(pattern, first_out)
+    assert held is not None, first_out[-2000:]
+    units, local, total = int(held[1]), int(held[2].replace(",", "")), int(held[3].replace(",", ""))
+    assert units == 6 and 0.45 * total < local < 0.55 * total  # 4 LLaMA + 1 ViT layers + the root
+    last = read_pointer(out)
+    assert last is not None and last["dir"] in ("step_10", "step_15"), last
+    saved = torch.load(out / last["dir"] / STATE_FILE, weights_only=True)
+    assert saved["world_size"] == 2 and all(isinstance(k, str) for k in saved["optimizer"]["state"])
+
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"resumed from {out / last['dir']} at epoch 0, step {last['step']}" in proc.stdout
+    loss_diff, weight_diff = _matches_reference(out, reference)
+    frozen = read_safetensors(out / "epoch_0" / "frozen.safetensors")
+    want = read_safetensors(reference / "epoch_0" / "frozen.safetensors")
+    assert set(frozen) == set(want) and all(torch.equal(frozen[k], want[k]) for k in want)
+
+    # One process: the checkpoint loads as any other, and a plain run resumes from it.
+    loaded = trainable_state(load_pretrained(out / "epoch_0"))
+    ref_weights = read_safetensors(reference / "epoch_0" / "model.safetensors")
+    assert max(float((loaded[k] - ref_weights[k]).abs().max()) for k in ref_weights) <= 1e-5
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copytree(out / last["dir"], plain / last["dir"])
+    (plain / "last").write_text(json.dumps(last))
+    more = [*_overrides(synth[0], plain, 2)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "emotion_llama.cli", "train", str(RECIPE), *more],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "saved by 2 processes and resumes with 1" in proc.stdout
+    assert [r["step"] for r in read_losses(plain)] == list(range(last["step"], STEPS))
+    print(f"FSDP2: loss diff {loss_diff:.2e}, weight diff {weight_diff:.2e}, resumed from {last['dir']}")
+
+
+@pytest.mark.parametrize(
+    ("setting", "name"), [({"fsdp": True}, "fsdp"), ({"deepspeed": str(DS_CONFIGS[2])}, "deepspeed")]
+)
+def test_a_one_process_run_refuses_the_projects_sharded_engines(
+    tmp_path: Path, synth: Synth, setting: dict[str, Any], name: str
+) -> None:
+    data, cfg, proc = synth
+    train_set = TrainDataset(read_training_folder(data, cfg, split="train"), proc, seed=3)
+    tc = TrainConfig(schedule=Schedule("constant", 1e-3), iters_per_epoch=2, epochs=1, out_dir=tmp_path,
+                     log_with="none", **setting)  # fmt: skip
+    with pytest.raises(
+        TrainError, match=rf"train\.{name} shards the model over the processes of a DDP launch"
+    ):
+        train(build_model(cfg), proc, train_set, tc)
+    assert not (tmp_path / LOSSES_FILE).exists()
+
+
+def test_a_named_optimizer_state_loads_into_a_plain_model(synth: Synth) -> None:
+    """What resuming a ``train.fsdp`` checkpoint in one process does with its optimiser state (keyed
+    by parameter name): the AdamW state of each parameter comes back as saved."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    from emotion_llama.train.checkpointing import named_optimizer_state
+    from emotion_llama.train.fsdp import load_optimizer_state
+
+    model = build_model(synth[1])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.llama_proj.weight.grad = torch.ones_like(model.llama_proj.weight)
+    opt.step()
+    opt.zero_grad(set_to_none=True)  # as at a resume: no gradients
+    saved = get_optimizer_state_dict(model, opt, options=StateDictOptions(full_state_dict=True))
+    assert named_optimizer_state({"optimizer": saved})
+    assert not named_optimizer_state({"optimizer": opt.state_dict()})
+    fresh = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    load_optimizer_state(model, fresh, dict(saved))
+    got, want = fresh.state[model.llama_proj.weight], opt.state[model.llama_proj.weight]
+    assert int(got["step"]) == 1 and torch.equal(got["exp_avg"], want["exp_avg"])
+    # A state saved before any step leaves the optimiser fresh (torch's helper would step it).
+    empty = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    load_optimizer_state(model, empty, {"state": {}, "param_groups": saved["param_groups"]})
+    assert not empty.state
 
 
 def test_fsdp_checkpoints_hold_the_frozen_file_of_one_process(synth: Synth) -> None:
@@ -433,3 +554,109 @@ def test_fp16_grad_scaler_skips_overflow_and_resumes(tmp_path: Path, synth: Synt
         torch.testing.assert_close(resumed[k], full[k], atol=1e-6, rtol=0)
     losses = [r["loss"] for r in read_losses(tmp_path / "full")]
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def _fsdp_fp16(data: Path, out: Path, stop: int, overflow: bool, cwd: Path) -> None:
+    driver = ROOT / "tests" / "fsdp_overflow_driver.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(driver), str(data), str(out), str(stop), *(["overflow"] if overflow else [])]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_fsdp2_fp16_overflow_in_one_shard_skips_the_step_everywhere(tmp_path: Path, synth: Synth) -> None:
+    """``train.fsdp`` in fp16 on two processes: an inf in one element of rank 0's gradient shard
+    (no other process holds it) skips the optimiser step on both (all weights unchanged, no AdamW
+    state) and halves the scale; the checkpoint's scale and optimiser state resume to the
+    uninterrupted run."""
+    data = synth[0]
+    _fsdp_fp16(data, tmp_path / "full", 3, True, tmp_path)
+    start = trainable_state(build_model(synth[1]))
+    s1, s2 = _state(tmp_path / "full", 1), _state(tmp_path / "full", 2)
+    assert s1["scaler"]["scale"] == 2.0**15 and s1["optimizer"]["state"] == {}
+    w1 = read_safetensors(tmp_path / "full" / "step_1" / "model.safetensors")
+    assert all(torch.equal(w1[k], start[k]) for k in start)  # rank 1's halves did not move either
+    assert s2["scaler"]["scale"] == 2.0**15
+    assert all(int(v["step"]) == 1 for v in s2["optimizer"]["state"].values())  # no phantom step
+    w2 = read_safetensors(tmp_path / "full" / "step_2" / "model.safetensors")
+    assert any(not torch.equal(w2[k], start[k]) for k in start)
+
+    _fsdp_fp16(data, tmp_path / "resumed", 1, True, tmp_path)
+    _fsdp_fp16(data, tmp_path / "resumed", 3, False, tmp_path)
+    assert _state(tmp_path / "resumed", 3)["scaler"] == _state(tmp_path / "full", 3)["scaler"]
+    got = read_safetensors(tmp_path / "resumed" / "step_3" / "model.safetensors")
+    want = read_safetensors(tmp_path / "full" / "step_3" / "model.safetensors")
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-6, rtol=0)
+
+
+# -- DeepSpeed ZeRO-2/3 on CPU ----------------------------------------------------------------------
+def _kill_rank_after_step_10(cmd: list[str], out: Path, cwd: Path) -> dict[str, Any]:
+    """Run ``cmd`` (two processes), SIGKILL rank 1 after the step-10 checkpoint; the ``last``
+    pointer the job left."""
+    launch = _Launch(cmd, cwd, cwd / "first")
+    try:
+        _wait_for_steps(out, 12, [launch])
+        pid = _rank_pid(launch.proc.pid, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        rc, _, stderr = launch.wait(60)
+    finally:
+        launch.kill()
+    assert rc != 0 and "rank      : 1" in stderr, stderr[-3000:]
+    last = read_pointer(out)
+    assert last is not None and last["dir"] in ("step_10", "step_15"), last
+    return last
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_cpu_matches_one_process(
+    tmp_path: Path, synth: Synth, reference: Path, stage: int
+) -> None:
+    """``train.deepspeed`` with the shipped ds_zero2.json / ds_zero3.json on two CPU processes
+    (DeepSpeed's CPU accelerator, gloo): the one-process losses and weights. ZeRO-3 partitions the
+    weights (a model-states file per rank) and is killed after step 10 and resumed from DeepSpeed's
+    checkpoint to the same numbers; its gathered weights load into a one-process model."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        *_train_args(synth[0], out), f"train.deepspeed={DS_CONFIGS[stage]}",
+    ]  # fmt: skip
+    if stage == 3:
+        last = _kill_rank_after_step_10(cmd, out, tmp_path)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if stage == 3:
+        assert f"resumed from {out / last['dir']} at epoch 0, step {last['step']}" in proc.stdout
+    loss_diff, weight_diff = _matches_reference(out, reference)
+    ds_files = sorted(p.name for p in (out / "epoch_0" / "deepspeed" / "state").glob("*.pt"))
+    per_rank_model = [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in (0, 1)]
+    assert set(per_rank_model) <= set(ds_files) if stage == 3 else "mp_rank_00_model_states.pt" in ds_files
+    assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= set(ds_files)
+    frozen = read_safetensors(out / "epoch_0" / "frozen.safetensors")
+    want = read_safetensors(reference / "epoch_0" / "frozen.safetensors")
+    assert set(frozen) == set(want) and all(torch.equal(frozen[k], want[k]) for k in want)
+    loaded = trainable_state(load_pretrained(out / "epoch_0"))
+    ref_weights = read_safetensors(reference / "epoch_0" / "model.safetensors")
+    assert max(float((loaded[k] - ref_weights[k]).abs().max()) for k in ref_weights) <= 1e-5
+    print(f"ZeRO-{stage}: loss diff {loss_diff:.2e}, weight diff {weight_diff:.2e}")
+
+
+def test_deepspeed_configs_fill_from_the_recipe_and_refuse_what_cannot_run() -> None:
+    from emotion_llama.train.deepspeed_engine import check_precision, prepared_config, zero_stage
+
+    tc = TrainConfig(schedule=Schedule("constant", 1e-3), batch_size=2, grad_accum=3, precision="bf16",
+                     deepspeed=str(DS_CONFIGS[3]))  # fmt: skip
+    ds = prepared_config(tc, world=4)
+    assert zero_stage(ds) == 3
+    sizes = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
+    assert [ds[k] for k in sizes] == [2, 3, 24]
+    assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
+    # DeepSpeed's CPU accelerator (deepspeed 0.19.8) has no fp16: refused before DeepSpeed starts.
+    tc.precision = "fp16"
+    with pytest.raises(TrainError, match=r"train\.precision fp16: DeepSpeed's cpu accelerator does not"):
+        check_precision(tc)
+    tc.precision = "bf16"
+    check_precision(tc)

@@ -244,8 +244,31 @@ def sharded_frozen_state(full: dict[str, torch.Tensor], model: EmotionLlama) -> 
     return out
 
 
+def _gathered_weights(
+    accelerator: Accelerator, engine: str, engine_model: Any, model: EmotionLlama
+) -> dict[str, torch.Tensor] | None:
+    """The full weights of a sharded engine on the main process (``None`` when not sharded): all
+    of them, or with the project's FSDP2 and DeepSpeed only the trainable ones when no frozen part
+    needs saving (the paper model: its frozen parts come from their sources)."""
+    from accelerate.utils import DistributedType
+
+    if engine not in SHARDED:
+        return None
+    needs_frozen = model.config.vision.weights is None or model.config.llm.name_or_path is None
+    if engine == "fsdp2":
+        from emotion_llama.train import fsdp
+
+        return fsdp.gathered_state(engine_model, trainable_only=not needs_frozen)
+    if engine == "deepspeed3" and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        from emotion_llama.train import deepspeed_engine
+
+        return deepspeed_engine.gathered_state(engine_model, trainable_only=not needs_frozen)
+    return dict(accelerator.get_state_dict(engine_model))
+
+
 def save_checkpoint(
     accelerator: Accelerator,
+    engine: str,
     engine_model: Any,
     model: EmotionLlama,
     optimizer: Any,
@@ -253,15 +276,19 @@ def save_checkpoint(
     name: str,
     state: dict[str, Any],
 ) -> Path:
-    """Write ``out/name`` atomically; every process calls this (collectives inside)."""
+    """Write ``out/name`` atomically (``engine``: :func:`engine_kind`); every process calls this
+    (collectives inside)."""
     from emotion_llama.model.checkpoint import write_safetensors
 
-    engine = engine_kind(accelerator)
     final, tmp = out / name, out / f".{name}.tmp"
     main = accelerator.is_main_process
     # Collectives first, on every rank.
     state = {**state, "rng": gather_objects(accelerator, rng_state())}
-    full = accelerator.get_state_dict(engine_model) if engine in SHARDED else None
+    full = _gathered_weights(accelerator, engine, engine_model, model)
+    if engine == "fsdp2":
+        from emotion_llama.train.fsdp import gathered_optimizer_state
+
+        state["optimizer"] = gathered_optimizer_state(engine_model, optimizer)
     if main:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -277,6 +304,7 @@ def save_checkpoint(
             model.config.to_json(tmp / "config.json")
         if engine == "plain":
             state["optimizer"] = optimizer.state_dict()
+        if engine in ("plain", "fsdp2"):
             state["scaler"] = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
         torch.save(state, tmp / STATE_FILE)
     accelerator.wait_for_everyone()
@@ -294,13 +322,31 @@ def save_checkpoint(
     return final
 
 
+def named_optimizer_state(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint's optimiser state is keyed by parameter name (saved by the project's
+    FSDP2) rather than by position (one process or DDP)."""
+    groups = (state.get("optimizer") or {}).get("param_groups") or []
+    return any(isinstance(p, str) for g in groups for p in g.get("params", []))
+
+
 def load_engine_state(
-    accelerator: Accelerator, engine_model: Any, optimizer: Any, folder: Path, state: dict[str, Any]
+    accelerator: Accelerator,
+    engine: str,
+    engine_model: Any,
+    optimizer: Any,
+    folder: Path,
+    state: dict[str, Any],
 ) -> None:
     """The optimiser (and grad scaler) states of a checkpoint, into the prepared engine."""
-    engine = engine_kind(accelerator)
-    if engine == "plain":
-        optimizer.load_state_dict(state["optimizer"])
+    if engine in ("plain", "fsdp2"):
+        if engine == "plain" and not named_optimizer_state(state):
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            # Keyed by parameter name (the project's FSDP2): into the shards, or into a plain model.
+            from emotion_llama.train.fsdp import load_optimizer_state
+
+            model = engine_model if engine == "fsdp2" else accelerator.unwrap_model(engine_model)
+            load_optimizer_state(model, optimizer, state["optimizer"])
         if accelerator.scaler is not None and state.get("scaler"):
             accelerator.scaler.load_state_dict(state["scaler"])
     elif engine == "fsdp":
@@ -321,6 +367,7 @@ class Checkpointer:
 
     def __init__(self, accelerator: Accelerator, out: Path, cfg: TrainConfig, model: EmotionLlama) -> None:
         self.accelerator, self.out, self.cfg, self.model = accelerator, out, cfg, model
+        self.engine = engine_kind(accelerator, cfg)
         self.engine_model: Any = None
         self.optimizer: Any = None
         #: The checkpoint folder :meth:`load_last` resumed from, if any.
@@ -347,12 +394,15 @@ class Checkpointer:
                 f"{folder}: cannot resume, {', '.join(changed)} differ from the saved run; "
                 "use another out_dir or resume=False"
             )
+        if self.engine == "fsdp2" and state.get("optimizer") is not None and not named_optimizer_state(state):
+            raise TrainError(
+                f"{folder}: saved by one process or DDP; resume it with train.fsdp=false (a run saved "
+                "under train.fsdp resumes either way)"
+            )
         world = self.accelerator.num_processes
         saved_world = int(state.get("world_size", 1))
-        if saved_world != world and engine_kind(self.accelerator) != "plain":
-            raise TrainError(
-                f"{folder}: saved by {saved_world} processes; a sharded run resumes with as many"
-            )
+        if saved_world != world and self.engine not in ("plain", "fsdp2"):
+            raise TrainError(f"{folder}: saved by {saved_world} processes; this engine resumes with as many")
         load_trainable(self.model, read_safetensors(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
         progress.load_state_dict(state)
         if saved_world != world and self.accelerator.is_main_process:
@@ -364,7 +414,9 @@ class Checkpointer:
         """The prepared model and optimiser; a resumed run gets its optimiser state back here."""
         self.engine_model, self.optimizer = engine_model, optimizer
         if self.resumed_from is not None and self._saved is not None:
-            load_engine_state(self.accelerator, engine_model, optimizer, self.resumed_from, self._saved)
+            load_engine_state(
+                self.accelerator, self.engine, engine_model, optimizer, self.resumed_from, self._saved
+            )
 
     def save(self, progress: TrainingProgress, kind: CheckpointKind) -> Path:
         """``step_{N}`` (mid-epoch; older ones pruned to ``keep_last``) or ``epoch_{k}`` (after
@@ -385,8 +437,9 @@ class Checkpointer:
             "config": self.cfg.resume_settings(),
         }
         folder = save_checkpoint(
-            self.accelerator, self.engine_model, self.model, self.optimizer, self.out, name, state
-        )
+            self.accelerator, self.engine, self.engine_model, self.model, self.optimizer, self.out, name,
+            state,
+        )  # fmt: skip
         if self.accelerator.is_main_process:
             write_json_atomic(self.out / LAST_FILE, pointer)
             if kind == "step":

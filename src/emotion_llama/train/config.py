@@ -52,6 +52,12 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     #: Run the frozen ViT once per clip before training and train on its cached output.
     cache_vit: bool = False
+    #: Shard the model over the processes of a DDP launch with PyTorch's FSDP2 (the project's own
+    #: path, CPU and GPU; :mod:`emotion_llama.train.fsdp`).
+    fsdp: bool = False
+    #: A DeepSpeed JSON config (``configs/accelerate/ds_zero2.json``, ``ds_zero3.json``): the project
+    #: runs DeepSpeed ZeRO itself under a DDP launch, CPU too (:mod:`emotion_llama.train.deepspeed_engine`).
+    deepspeed: str | None = None
     #: After each validation: label accuracy and weighted F1 of the emotion task (greedy).
     eval_metrics: bool = False
     eval_max_clips: int = 64
@@ -71,6 +77,8 @@ class TrainConfig:
             raise TrainError(f"train.save_every must be >= 1 or null, got {self.save_every}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise TrainError(f"train.precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.fsdp and self.deepspeed:
+            raise TrainError("train.fsdp and train.deepspeed are two engines: choose one")
         if self.log_with not in LOG_WITH:
             raise TrainError(f"train.log_with must be one of {', '.join(LOG_WITH)}, not {self.log_with!r}")
         return self

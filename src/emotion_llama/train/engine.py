@@ -4,11 +4,17 @@
 ``fp16`` with a grad scaler; ``fp32``), scales and accumulates gradients and reduces values
 across processes. On CPU accelerate makes neither the fp16 autocast nor the scaler (it would
 train in fp32 without a word), so :func:`make_accelerator` adds torch's own
-(``torch.amp.GradScaler("cpu")``). FSDP and DeepSpeed come from an accelerate config file (see
+(``torch.amp.GradScaler("cpu")``). Under ``train.fsdp`` the same scaler serves: its overflow
+check on sharded (DTensor) gradients reduces the flag over the processes, so an inf in one
+process's shard skips the step on all (tested). FSDP and DeepSpeed come from an accelerate config file (see
 ``configs/accelerate/``); :func:`engine_kind` tells the loop which one it runs under, since
 checkpoints of sharded engines are written differently (:mod:`emotion_llama.train.checkpointing`).
 accelerate runs those two on GPUs only: asked for on CPU it falls back to DDP, which
-:func:`check_engine` refuses rather than train another engine than the config file says.
+:func:`check_engine` refuses rather than train another engine than the config file says. The
+project's own FSDP2 path (``train.fsdp``, :mod:`emotion_llama.train.fsdp`) shards the model under
+a DDP launch, on CPU too; the accelerator then wraps the optimiser only. Its own DeepSpeed path
+(``train.deepspeed``, :mod:`emotion_llama.train.deepspeed_engine`) hands the model and optimiser
+to ``deepspeed.initialize`` under a DDP launch, on CPU too.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from emotion_llama.train.schedule import param_groups
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-EngineKind = Literal["plain", "fsdp", "deepspeed", "deepspeed3"]
+EngineKind = Literal["plain", "fsdp", "fsdp2", "deepspeed", "deepspeed3"]
 #: Engines whose parameters are sharded over the processes (no rank holds the full weights).
-SHARDED: tuple[str, ...] = ("fsdp", "deepspeed3")
+SHARDED: tuple[str, ...] = ("fsdp", "fsdp2", "deepspeed3")
 _MIXED = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,19 +71,28 @@ def make_accelerator(cfg: TrainConfig, out: Path) -> Accelerator:
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out)),
     )
-    if cfg.precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
+    cpu_fp16 = cfg.precision == "fp16" and accelerator.device.type == "cpu"
+    if cpu_fp16 and accelerator.scaler is None and not cfg.deepspeed:
         # accelerate skips both on CPU; they must exist before ``prepare`` (the optimiser wrapper
-        # and the model's autocast forward read them there).
+        # and the model's autocast forward read them there). DeepSpeed scales the loss itself.
         accelerator.native_amp = True
         accelerator.scaler = torch.amp.GradScaler("cpu")
     return accelerator
 
 
-def engine_kind(accelerator: Accelerator) -> EngineKind:
-    """``plain`` (one process or DDP), ``fsdp``, ``deepspeed`` or ``deepspeed3``."""
+def engine_kind(accelerator: Accelerator, cfg: TrainConfig) -> EngineKind:
+    """``plain`` (one process or DDP), ``fsdp`` (accelerate's), ``fsdp2`` (the project's,
+    ``train.fsdp``), ``deepspeed`` or ``deepspeed3``."""
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
+    if _ddp_launch(accelerator):
+        if cfg.fsdp:
+            return "fsdp2"
+        if cfg.deepspeed:
+            from emotion_llama.train.deepspeed_engine import read_config, zero_stage
+
+            return "deepspeed3" if zero_stage(read_config(cfg.deepspeed)) == 3 else "deepspeed"
     if kind == DistributedType.FSDP:
         return "fsdp"
     if kind == DistributedType.DEEPSPEED:
@@ -93,47 +108,75 @@ _LAUNCH_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "D
 
 def check_engine(cfg: TrainConfig, accelerator: Accelerator) -> None:
     """Refuse settings the engine cannot run, and an engine accelerate did not set up."""
-    kind = engine_kind(accelerator)
+    kind = engine_kind(accelerator, cfg)
+    own = "train.fsdp" if cfg.fsdp else "train.deepspeed" if cfg.deepspeed else None
+    if own is not None and not _ddp_launch(accelerator):
+        raise TrainError(
+            f"{own} shards the model over the processes of a DDP launch (torchrun, or accelerate "
+            f"launch with configs/accelerate/ddp.yaml); this run is {accelerator.distributed_type.value} "
+            f"with {accelerator.num_processes} process(es)"
+        )
     for var, name in _LAUNCH_ENGINES.items():
         if os.environ.get(var, "false").lower() == "true" and kind == "plain":
             raise TrainError(
                 f"accelerate was launched for {name} ({var}=true) but set up "
                 f"{accelerator.distributed_type.value} on {accelerator.device.type}: accelerate runs "
                 f"{name} on GPUs only and would train plain data-parallel here; on CPU use "
-                "configs/accelerate/ddp.yaml or torchrun"
+                "configs/accelerate/ddp.yaml or torchrun (with train.fsdp=true for the project's FSDP2)"
             )
     if cfg.eval_metrics and kind in SHARDED:
         raise TrainError("train.eval_metrics needs unsharded weights; turn it off under FSDP or ZeRO-3")
 
 
+def _ddp_launch(accelerator: Accelerator) -> bool:
+    """Several processes that accelerate set up as plain data-parallel (no FSDP/DeepSpeed plugin)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+
+
+def own_deepspeed(accelerator: Accelerator, cfg: TrainConfig) -> bool:
+    """Whether DeepSpeed runs through the project's path (``train.deepspeed`` under a DDP launch),
+    not through accelerate's plugin."""
+    return bool(cfg.deepspeed) and _ddp_launch(accelerator)
+
+
 def fill_deepspeed_config(accelerator: Accelerator, cfg: TrainConfig) -> None:
-    """DeepSpeed fills its "auto" batch sizes from a prepared DataLoader; this loop shards the
-    stream itself, so they are filled from the recipe here (before ``prepare``)."""
+    """accelerate's DeepSpeed fills its "auto" batch sizes from a prepared DataLoader; this loop
+    shards the stream itself, so they are filled from the recipe here (before ``prepare``)."""
+    from emotion_llama.train.deepspeed_engine import fill_batch_sizes
+
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if plugin is None:
-        return
-    ds = plugin.deepspeed_config
-    filled = {
-        "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.batch_size * cfg.grad_accum * accelerator.num_processes,
-    }
-    for key, value in filled.items():
-        if ds.get(key, "auto") == "auto":
-            ds[key] = value
-        elif int(ds[key]) != value:
-            raise TrainError(f"DeepSpeed config sets {key}={ds[key]} but the recipe implies {value}")
+    if plugin is not None:
+        fill_batch_sizes(plugin.deepspeed_config, cfg, accelerator.num_processes)
 
 
 def prepare(accelerator: Accelerator, model: EmotionLlama, cfg: TrainConfig) -> tuple[Any, Any]:
     """AdamW over the trainable parameters (weight decay on matrices only, the lr of step 0) and
     the engine's wrapped model and optimiser."""
-    optimizer = torch.optim.AdamW(
-        param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.schedule.lr(0), betas=cfg.betas
-    )
+    if engine_kind(accelerator, cfg) == "fsdp2":
+        from emotion_llama.train.fsdp import shard_model, shard_summary
+
+        # The optimiser is made over the sharded parameters; accelerate must not wrap the model
+        # in DDP, so it gets the optimiser only (the grad scaler and accumulation steps).
+        shard_model(model, accelerator.device)
+        if accelerator.is_main_process:
+            print(shard_summary(model), flush=True)
+        return model, accelerator.prepare(_adamw(model, cfg))
+    if own_deepspeed(accelerator, cfg):
+        from emotion_llama.train.deepspeed_engine import initialize
+
+        return initialize(model, _adamw(model, cfg), cfg, accelerator.num_processes)
+    optimizer = _adamw(model, cfg)
     fill_deepspeed_config(accelerator, cfg)
     engine_model, optimizer = accelerator.prepare(model, optimizer)
     return engine_model, optimizer
+
+
+def _adamw(model: EmotionLlama, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.schedule.lr(0), betas=cfg.betas
+    )
 
 
 def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:

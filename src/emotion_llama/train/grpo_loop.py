@@ -543,8 +543,13 @@ def train_grpo(
         record_train_clips(out, [*also_trained_on, *prompts.names()])
     accelerator.wait_for_everyone()
     check_engine(cfg, accelerator)
-    if engine_kind(accelerator) in SHARDED:
+    if engine_kind(accelerator, cfg) in SHARDED:
         raise TrainError("stage grpo samples with the full weights on every process: use DDP or ZeRO-2")
+    if cfg.deepspeed:
+        raise TrainError(
+            "stage grpo does not run on train.deepspeed (its steps go through accelerate): use DDP, or "
+            "accelerate's ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml) on GPUs"
+        )
 
     # The reference is the weights as given, before a resume loads a checkpoint's.
     reference = Reference.snapshot(model) if gcfg.beta > 0 else None

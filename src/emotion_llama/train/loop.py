@@ -1,7 +1,9 @@
 """The training loop for the recipe of SPEC 4, on Hugging Face ``accelerate``.
 
 The same code runs in one process and under ``accelerate launch`` / ``torchrun`` (DDP; FSDP and
-DeepSpeed ZeRO-2/3 through an accelerate config file, see ``configs/accelerate/``). The parts:
+DeepSpeed ZeRO-2/3 through an accelerate config file, see ``configs/accelerate/``; the project's
+own FSDP2 with ``train.fsdp``, :mod:`~emotion_llama.train.fsdp`, and DeepSpeed with
+``train.deepspeed``, :mod:`~emotion_llama.train.deepspeed_engine`). The parts:
 
 * :mod:`~emotion_llama.train.config`: :class:`TrainConfig`, the settings read here.
 * :mod:`~emotion_llama.train.engine`: the ``Accelerator`` (placement, wrapping, autocast, grad
@@ -29,6 +31,7 @@ Only the main process writes checkpoints, pointers and logs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Collection, Iterator
@@ -63,6 +66,7 @@ from emotion_llama.train.engine import (
     prepare,
     set_gradient_checkpointing,
 )
+from emotion_llama.train.fsdp import set_gradient_sync
 from emotion_llama.train.sampler import StreamSampler, stream_loader
 from emotion_llama.train.steplog import LOGS_DIR, LOSSES_FILE, StepLog, read_losses
 from emotion_llama.train.validate import (
@@ -121,7 +125,8 @@ def train(
     time budget). Returns ``{"losses", "val_losses", "val_metrics", "best_epoch", "step",
     "epochs_done", "main_process", "warnings"}`` (``warnings``: printed at the end, e.g. a final
     validation accuracy at chance). Writes ``out_dir/train_clips.txt``: the training clip names,
-    with ``also_trained_on`` (the clips of the checkpoint it started from).
+    with ``also_trained_on`` (the clips of the checkpoint it started from). With ``cfg.fsdp`` the
+    model is sharded in place and stays so: the trained weights are in the checkpoints.
     """
     cfg.validate()
     if dataset.processor is not processor:
@@ -275,17 +280,26 @@ def _optimizer_step(
     for group in optimizer.param_groups:
         group["lr"] = lr
     step_loss, samples, tokens = 0.0, 0.0, 0.0
-    for _micro in range(cfg.grad_accum):
+    for micro in range(cfg.grad_accum):
         batch = next(batches).to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(engine_model):
+        if cfg.fsdp:
+            # accelerate syncs a DDP model's gradients on the last micro-batch only; FSDP2 is told.
+            set_gradient_sync(engine_model, micro == cfg.grad_accum - 1)
+        # The project's DeepSpeed engine scales, reduces, accumulates and steps by itself.
+        sync = contextlib.nullcontext() if cfg.deepspeed else accelerator.accumulate(engine_model)
+        with sync:
             with accelerator.autocast():
                 loss = engine_model(**batch.as_kwargs()).loss
             value, objective, n_samples, n_tokens = _global_loss(accelerator, loss, batch)
             if not math.isfinite(value) and cfg.precision != "fp16":
                 raise TrainError(f"loss is {value} at step {step}; lower the lr")
-            accelerator.backward(objective)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if cfg.deepspeed:
+                engine_model.backward(objective)
+                engine_model.step()
+            else:
+                accelerator.backward(objective)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         step_loss += value / cfg.grad_accum
         samples += n_samples
         tokens += n_tokens
