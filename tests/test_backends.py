@@ -129,7 +129,7 @@ def test_local_hf_backend_answers_and_judges(tmp_path):
 
 # -- device and precision of a local model ---------------------------------------------------------
 def test_auto_dtype_rule():
-    from emotion_llama.backends.llm import _auto_dtype
+    from emotion_llama.precision import auto_dtype as _auto_dtype
 
     assert _auto_dtype("cuda", cuda_bf16=True) == "bfloat16"
     assert _auto_dtype("cuda:1", cuda_bf16=True) == "bfloat16"
@@ -140,7 +140,7 @@ def test_auto_dtype_rule():
 
 
 def test_dtype_names_are_checked_before_anything_loads():
-    from emotion_llama.backends.llm import check_dtype, resolve_dtype
+    from emotion_llama.precision import check_dtype, resolve_dtype
 
     assert check_dtype(None) is None and check_dtype("auto") is None and check_dtype("AUTO") is None
     assert [check_dtype(d) for d in ("bf16", "FP16", "half", "float32")] == [

@@ -26,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.tokenizer import batch_decode
+from emotion_llama.precision import check_dtype, resolve_dtype
 
 Message = dict[str, str]
 
@@ -54,53 +55,7 @@ class BackendError(EmotionLlamaError):
     """The backend could not answer (after retries)."""
 
 
-# -- device and precision --------------------------------------------------------------------------
-#: Accepted dtype names (and short forms) -> the torch attribute name.
-DTYPES: dict[str, str] = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
-
-
-def check_dtype(dtype: str | None) -> str | None:
-    """The canonical name of ``dtype`` (float32, float16, bfloat16); ``None`` for ``None`` or
-    ``"auto"`` (the device's default). Any other name is refused with the accepted ones."""
-    if dtype is None or dtype.strip().lower() == "auto":
-        return None
-    name = DTYPES.get(dtype.strip().lower())
-    if name is None:
-        raise EmotionLlamaError(f"unknown LLM dtype {dtype!r}: use auto, float32, float16 or bfloat16")
-    return name
-
-
-def _is_cuda(device: str) -> bool:
-    return device == "cuda" or device.startswith("cuda:")
-
-
-def _auto_dtype(device: str, cuda_bf16: bool) -> str:
-    """The default precision on ``device``: bfloat16 on CUDA when the GPU supports it (``cuda_bf16``),
-    else float16 on CUDA; float32 on the CPU and any other device."""
-    if _is_cuda(device):
-        return "bfloat16" if cuda_bf16 else "float16"
-    return "float32"
-
-
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """``dtype`` checked and canonical, or for ``None``/``"auto"`` the default of ``device``."""
-    name = check_dtype(dtype)
-    if name is not None:
-        return name
-    bf16 = False
-    if _is_cuda(device):
-        import torch
-
-        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return _auto_dtype(device, bf16)
+# -- device and precision: emotion_llama.precision (one rule for the model and a local LLM) --------
 
 
 # -- local Hugging Face model ----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from emotion_llama.cli.common import (
     MaxNewTokensOpt,
     ModalitiesOpt,
     ModelDeviceOpt,
+    ModelDtypeOpt,
     PresetOpt,
     ShardOpt,
     VideoRootOpt,
@@ -132,6 +133,7 @@ def analyze(
     preset: PresetOpt = "paper",
     frame: FrameOpt = "first",
     device: ModelDeviceOpt = "cpu",
+    dtype: ModelDtypeOpt = None,
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     label_set: LabelSetOpt = "merr9",
@@ -174,6 +176,7 @@ def analyze(
             device=device,
             vlm=vlm,
             llm_dtype=llm_dtype,
+            dtype=dtype,
             max_new_tokens=max_new_tokens,
             label_set=labels,
             language=language,
@@ -378,8 +381,8 @@ def annotate(
     perceives the clips on a Ray cluster (the LLM stage goes to --llm, e.g. a vLLM server),
     --shard i/N one shard of them (docs/scale-out.md)."""
     from emotion_llama.annotate.pipeline import AnnotateOptions, annotate_folder, load_labels
-    from emotion_llama.backends.llm import check_dtype
     from emotion_llama.data.formats.lists import read_subtitles
+    from emotion_llama.precision import check_dtype
     from emotion_llama.prompts import resolve_label_set
 
     check_dtype(llm_dtype)  # before any clip is perceived

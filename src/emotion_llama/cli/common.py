@@ -148,6 +148,15 @@ LLMDtypeOpt = Annotated[
         "that has it, else float16 on CUDA, float32 on the CPU).",
     ),
 ]
+ModelDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="Precision of --model (the Emotion-LLaMA model and its encoders): auto, float32, float16, "
+        "bfloat16 (default auto: bfloat16 on a CUDA GPU that has it, else float16 on CUDA, float32 on "
+        "the CPU).",
+    ),
+]
 MaxNewTokensOpt = Annotated[
     int | None,
     typer.Option(

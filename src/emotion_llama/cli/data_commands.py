@@ -15,6 +15,7 @@ from emotion_llama.cli.common import (
     AddressOpt,
     EngineOpt,
     ModalitiesOpt,
+    ModelDtypeOpt,
     PresetOpt,
     ShardOpt,
     _engine,
@@ -216,7 +217,7 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="Clips per generation batch.")] = 8,
     limit: Annotated[int | None, typer.Option(help="Only the first N clips.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1...")] = "cpu",
-    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    dtype: ModelDtypeOpt = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Default: the config's (500).")] = None,
     labels: Annotated[
         str,
@@ -286,6 +287,9 @@ def evaluate(
     problem = missing_inputs(bench, judge=judge is not None, wheels=wheels is not None)
     if problem:  # before the model runs, not after
         raise EmotionLlamaError(problem)
+    from emotion_llama.precision import check_dtype
+
+    check_dtype(dtype, "model")
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
 

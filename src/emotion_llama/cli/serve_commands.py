@@ -15,6 +15,7 @@ from emotion_llama.cli.common import (
     LLMOpt,
     MaxNewTokensOpt,
     ModelDeviceOpt,
+    ModelDtypeOpt,
     PresetOpt,
     _fail,
     _speech_options,
@@ -49,6 +50,7 @@ def serve(
     llm: LLMOpt = "offline",
     preset: PresetOpt = "paper",
     device: ModelDeviceOpt = "cpu",
+    dtype: ModelDtypeOpt = None,
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     language: LanguageOpt = None,
@@ -105,12 +107,13 @@ def serve(
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
     page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
     try:
-        from emotion_llama.backends.llm import check_dtype
+        from emotion_llama.precision import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
         from emotion_llama.serve.inputs import resolve_roots
         from emotion_llama.serve.predictor import Predictor
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
+        check_dtype(dtype, "model")
         _speech_options(language, asr_model)
         if model is not None:
             from emotion_llama.model.checkpoint import resolve_checkpoint
@@ -141,6 +144,7 @@ def serve(
                 device=device,
                 static_cache=static_cache,
                 llm_dtype=llm_dtype,
+                dtype=dtype,
                 max_new_tokens=max_new_tokens,
                 language=language,
                 asr_model=asr_model,

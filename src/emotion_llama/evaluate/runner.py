@@ -496,7 +496,7 @@ def model_predict_fn(
     spec: BenchmarkSpec,
     *,
     device: str = "cpu",
-    dtype: str = "float32",
+    dtype: str | None = None,
     max_new_tokens: int | None = None,
     label_mode: str = "generate",
     modalities: Sequence[str] | None = None,
@@ -516,7 +516,6 @@ def model_predict_fn(
         raise EmotionLlamaError(
             f"{spec.name}: label scoring needs a classification benchmark (it has no labels)"
         )
-    import torch
 
     from emotion_llama.encoders.store import open_store
     from emotion_llama.errors import MediaError
@@ -526,11 +525,12 @@ def model_predict_fn(
     from emotion_llama.model.generation import ClipInput, Generator
     from emotion_llama.model.processor import EmotionLlamaProcessor
     from emotion_llama.model.tokenizer import load_tokenizer
+    from emotion_llama.precision import torch_dtype
 
     chosen = parse_modalities(modalities)
     absent = absent_parts(chosen)
 
-    model = load_pretrained(model_dir, device=device, dtype=getattr(torch, dtype))
+    model = load_pretrained(model_dir, device=device, dtype=torch_dtype(dtype, device))
     cfg = model.config
     processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
     gen: Any

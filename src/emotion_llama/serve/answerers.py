@@ -208,26 +208,30 @@ class ModelAnswerer:
         label_mode: LabelMode = "score",
         static_cache: bool = False,
         max_new_tokens: int | None = None,
+        dtype: str | None = None,
     ) -> None:
         """Loads the checkpoint, its tokenizer and the encoders. ``static_cache``: generate with
         a preallocated KV cache (compiled on a GPU); ``max_new_tokens``: the reasoning length
-        (``None``: the checkpoint's ``generation.max_new_tokens``)."""
-        import torch
-
+        (``None``: the checkpoint's ``generation.max_new_tokens``); ``dtype``: the precision of the
+        model and the encoders (``None``/auto: bfloat16 on a CUDA GPU that has it, float16 on other
+        CUDA GPUs, float32 on the CPU; :mod:`emotion_llama.precision`)."""
         from emotion_llama.encoders.models import build_encoders
         from emotion_llama.model.checkpoint import load_pretrained, resolve_checkpoint
         from emotion_llama.model.processor import EmotionLlamaProcessor
         from emotion_llama.model.tokenizer import load_tokenizer
+        from emotion_llama.precision import torch_dtype
 
         self.model_dir = resolve_checkpoint(model_dir)
         self.device = device
         self.label_set = tuple(label_set)
         self.label_mode: LabelMode = label_mode
         self.generate_kwargs: dict[str, Any] = {"cache_implementation": "static"} if static_cache else {}
-        self.model: Any = load_pretrained(self.model_dir, device=device)
+        #: The precision the model and the encoders run in.
+        self.dtype = torch_dtype(dtype, device)
+        self.model: Any = load_pretrained(self.model_dir, device=device, dtype=self.dtype)
         config = self.model.config
         self.processor = EmotionLlamaProcessor(load_tokenizer(config), config)
-        self.encoders = build_encoders(config, device=device, dtype=torch.float32)
+        self.encoders = build_encoders(config, device=device, dtype=self.dtype)
         self.reason_tokens: int = (
             max_new_tokens if max_new_tokens is not None else config.generation.max_new_tokens
         )

@@ -73,6 +73,7 @@ class Predictor(Closeable):
         static_cache: bool = False,
         llm_device: str | None = None,
         llm_dtype: str | None = None,
+        dtype: str | None = None,
         max_new_tokens: int | None = None,
         language: str | None = None,
         asr_model: str | None = None,
@@ -83,15 +84,17 @@ class Predictor(Closeable):
         compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead.
 
         ``llm_device``/``llm_dtype``: where and in which precision a local clue-pipeline LLM runs
-        (default: ``device``, and the device's default dtype). ``max_new_tokens``: the reasoning
+        (default: ``device``, and the device's default dtype); ``dtype``: the full model's and its
+        encoders' (the same default: bfloat16 on a CUDA GPU that has it, float32 on the CPU).
+        ``max_new_tokens``: the reasoning
         length (the clue pipeline's LLM, or the full model's ``generation.max_new_tokens``).
         ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
         speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels.
         ``modalities``: what clips are answered from by default (video, audio, text; ``None``: all;
         :mod:`emotion_llama.modalities`); each call may choose others."""
-        from emotion_llama.backends.llm import check_dtype
         from emotion_llama.model.checkpoint import resolve_checkpoint
         from emotion_llama.perception.pipeline import Perceiver
+        from emotion_llama.precision import check_dtype
 
         if label_mode not in ("score", "generate"):
             raise EmotionLlamaError(f"label_mode must be 'score' or 'generate', not {label_mode!r}")
@@ -101,6 +104,7 @@ class Predictor(Closeable):
         if not self.label_set or len(set(self.label_set)) != len(self.label_set):
             raise EmotionLlamaError(f"label_set must be distinct labels, at least one: {list(label_set)}")
         check_dtype(llm_dtype)
+        check_dtype(dtype, "model")
         self.modalities: tuple[str, ...] = parse_modalities(modalities)
         # A run folder or its best/last pointer stands for its checkpoint folder.
         self.model_dir = resolve_checkpoint(model_dir) if model_dir else None
@@ -124,6 +128,7 @@ class Predictor(Closeable):
                 label_mode=label_mode,
                 static_cache=static_cache,
                 max_new_tokens=max_new_tokens,
+                dtype=dtype,
             )
             self.model = self.answerer.model
             config = self.model.config
