@@ -51,10 +51,10 @@ fi
 # System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence;
 # espeak-ng-data has its Mandarin voice, cmn-latn-pinyin, for the language tests),
 # pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the
-# web page's browser test drives it with Playwright; no browser is downloaded), g++ (DeepSpeed's
-# CPU op, above).
+# web page's browser test drives it with Playwright; no browser is downloaded), g++ and ninja-build
+# (DeepSpeed's CPU op, above: torch builds it with the ninja on PATH).
 need=()
-for pkg in ffmpeg espeak-ng espeak-ng-data sox pocketsphinx-testdata chromium g++; do
+for pkg in ffmpeg espeak-ng espeak-ng-data sox pocketsphinx-testdata chromium g++ ninja-build; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
