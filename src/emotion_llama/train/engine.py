@@ -111,10 +111,11 @@ def check_engine(cfg: TrainConfig, accelerator: Accelerator) -> None:
     kind = engine_kind(accelerator, cfg)
     own = "train.fsdp" if cfg.fsdp else "train.deepspeed" if cfg.deepspeed else None
     if own is not None and not _ddp_launch(accelerator):
+        n = accelerator.num_processes
+        run = "one plain process" if n == 1 else f"{accelerator.distributed_type.value} with {n} processes"
         raise TrainError(
             f"{own} shards the model over the processes of a DDP launch (torchrun, or accelerate "
-            f"launch with configs/accelerate/ddp.yaml); this run is {accelerator.distributed_type.value} "
-            f"with {accelerator.num_processes} process(es)"
+            f"launch with configs/accelerate/ddp.yaml); this run is {run}"
         )
     for var, name in _LAUNCH_ENGINES.items():
         if os.environ.get(var, "false").lower() == "true" and kind == "plain":
