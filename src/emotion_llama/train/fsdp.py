@@ -31,15 +31,12 @@ _UNIT_SUFFIXES = ("DecoderLayer", "EncoderLayer")
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The modules :func:`shard_model` shards one by one (outermost first, none nested)."""
     units: list[nn.Module] = []
-    for module in model.modules():
-        name = type(module).__name__
-        if name.endswith(_UNIT_SUFFIXES) and not any(_contains(u, module) for u in units):
+    inside: set[int] = set()  # ids of the modules within a unit already found
+    for module in model.modules():  # parents come before their children
+        if id(module) not in inside and type(module).__name__.endswith(_UNIT_SUFFIXES):
             units.append(module)
+            inside.update(id(m) for m in module.modules())
     return units
-
-
-def _contains(outer: nn.Module, inner: nn.Module) -> bool:
-    return any(m is inner for m in outer.modules())
 
 
 def shard_model(model: EmotionLlama, device: torch.device) -> EmotionLlama:
