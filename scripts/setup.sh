@@ -48,6 +48,13 @@ if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('deepspeed
   pipq "deepspeed==0.19.8"
 fi
 
+# bitsandbytes: the [quantize] extra (--load-in-8bit/--load-in-4bit, train.quantization), pinned;
+# its CPU backend runs the int8/NF4 tests (tests/test_quantize.py) without a GPU.
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('bitsandbytes') is None)"; then
+  echo "[setup] installing bitsandbytes==0.50.2 (the [quantize] extra)"
+  pipq "bitsandbytes==0.50.2"
+fi
+
 # System packages: ffmpeg (muxing test clips), espeak-ng + sox (speech of a known sentence;
 # espeak-ng-data has its Mandarin voice, cmn-latn-pinyin, for the language tests),
 # pocketsphinx-testdata (real read speech with transcripts, for the ASR tests), chromium (the

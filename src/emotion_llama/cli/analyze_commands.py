@@ -26,6 +26,8 @@ from emotion_llama.cli.common import (
     LanguageOpt,
     LLMDtypeOpt,
     LLMOpt,
+    LoadIn4bitOpt,
+    LoadIn8bitOpt,
     MaxNewTokensOpt,
     ModalitiesOpt,
     ModelDeviceOpt,
@@ -134,6 +136,8 @@ def analyze(
     frame: FrameOpt = "first",
     device: ModelDeviceOpt = "cpu",
     dtype: ModelDtypeOpt = None,
+    load_in_8bit: LoadIn8bitOpt = False,
+    load_in_4bit: LoadIn4bitOpt = False,
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     label_set: LabelSetOpt = "merr9",
@@ -155,6 +159,7 @@ def analyze(
     clips on a Ray cluster (the LLM or model stage stays in this process); --shard i/N analyses
     one shard of them (give each shard its own --json/--jsonl/--csv)."""
     with ExitStack() as stack:
+        from emotion_llama.model.quantize import quantization_flags
         from emotion_llama.prompts import resolve_label_set
         from emotion_llama.serve.predictor import Predictor
         from emotion_llama.shards import select
@@ -177,6 +182,7 @@ def analyze(
             vlm=vlm,
             llm_dtype=llm_dtype,
             dtype=dtype,
+            quantization=quantization_flags(load_in_8bit, load_in_4bit),
             max_new_tokens=max_new_tokens,
             label_set=labels,
             language=language,

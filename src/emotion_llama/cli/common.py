@@ -157,6 +157,24 @@ ModelDtypeOpt = Annotated[
         "the CPU).",
     ),
 ]
+LoadIn8bitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--load-in-8bit",
+        help="Load the LLM of --model with 8-bit weights (bitsandbytes LLM.int8: about half the "
+        "memory of bfloat16; pip install 'emotion-llama[quantize]'). The ViT, encoders, projections "
+        "and LoRA keep --dtype.",
+    ),
+]
+LoadIn4bitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--load-in-4bit",
+        help="Load the LLM of --model with 4-bit NF4 weights (bitsandbytes, double quantization, "
+        "--dtype matmuls: about a quarter of bfloat16, so a 24 GB GPU runs the paper model; "
+        "docs/serving.md lists the memory).",
+    ),
+]
 MaxNewTokensOpt = Annotated[
     int | None,
     typer.Option(

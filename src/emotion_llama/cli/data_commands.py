@@ -14,6 +14,8 @@ from rich.table import Table
 from emotion_llama.cli.common import (
     AddressOpt,
     EngineOpt,
+    LoadIn4bitOpt,
+    LoadIn8bitOpt,
     ModalitiesOpt,
     ModelDtypeOpt,
     PresetOpt,
@@ -218,6 +220,8 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Only the first N clips.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1...")] = "cpu",
     dtype: ModelDtypeOpt = None,
+    load_in_8bit: LoadIn8bitOpt = False,
+    load_in_4bit: LoadIn4bitOpt = False,
     max_new_tokens: Annotated[int | None, typer.Option(help="Default: the config's (500).")] = None,
     labels: Annotated[
         str,
@@ -290,6 +294,9 @@ def evaluate(
     from emotion_llama.precision import check_dtype
 
     check_dtype(dtype, "model")
+    from emotion_llama.model.quantize import quantization_flags
+
+    quantization = quantization_flags(load_in_8bit, load_in_4bit)
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
 
@@ -298,7 +305,7 @@ def evaluate(
     predict, concurrency = _predict_fn(
         model, bench, _engine(engine, address), device,
         {"dtype": dtype, "max_new_tokens": max_new_tokens, "label_mode": labels,
-         "modalities": modalities.split(",") if modalities else None},
+         "modalities": modalities.split(",") if modalities else None, "quantization": quantization},
     )  # fmt: skip
     summary = run_predictions(
         bench,

@@ -26,18 +26,24 @@ def inspect(
     preset: PresetOpt = "paper",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Parameter counts per part (global encoder, projections, LLM, LoRA) and trainable/frozen
-    totals. Builds the model on the meta device: no weights are loaded, no memory is used."""
+    """Parameter counts per part (global encoder, projections, LLM, LoRA), trainable/frozen
+    totals, and the weights' memory in bfloat16 and with the LLM in 8-bit or 4-bit (--load-in-8bit,
+    --load-in-4bit, train.quantization). Builds the model on the meta device: no weights are
+    loaded, no memory is used."""
     from emotion_llama.config import load_config
     from emotion_llama.model.builder import build_model, parameter_counts
+    from emotion_llama.model.quantize import weight_bytes
 
     config = load_config(preset)
-    counts = parameter_counts(build_model(config, device="meta"))
+    meta = build_model(config, device="meta")
+    counts = parameter_counts(meta)
+    memory = {q or "bfloat16": weight_bytes(meta, q)["total"] for q in (None, "8bit", "4bit")}
     result = {
         "preset": config.name,
         "llm_name": config.llm.name_or_path,
         "multimodal_tokens": config.num_multimodal_tokens,
         **counts,
+        "weight_bytes": memory,
     }
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -54,6 +60,11 @@ def inspect(
     table.add_row("total", f"{counts['total_parameters']:,}", "")
     console.print(table)
     console.print(f"multimodal tokens per clip: {config.num_multimodal_tokens}")
+    console.print(
+        "weights in memory: "
+        + ", ".join(f"{name} {size / 2**30:.2f} GiB" for name, size in memory.items())
+        + " (the LLM's linear layers quantized; the ViT, embeddings and head in bfloat16)"
+    )
 
 
 @convert_app.command("authors")

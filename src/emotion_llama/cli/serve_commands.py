@@ -13,6 +13,8 @@ from emotion_llama.cli.common import (
     LanguageOpt,
     LLMDtypeOpt,
     LLMOpt,
+    LoadIn4bitOpt,
+    LoadIn8bitOpt,
     MaxNewTokensOpt,
     ModelDeviceOpt,
     ModelDtypeOpt,
@@ -23,6 +25,7 @@ from emotion_llama.cli.common import (
     console,
     err_console,
 )
+from emotion_llama.errors import EmotionLlamaError
 
 
 @app.command("serve-llm")
@@ -51,6 +54,8 @@ def serve(
     preset: PresetOpt = "paper",
     device: ModelDeviceOpt = "cpu",
     dtype: ModelDtypeOpt = None,
+    load_in_8bit: LoadIn8bitOpt = False,
+    load_in_4bit: LoadIn4bitOpt = False,
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     language: LanguageOpt = None,
@@ -107,6 +112,7 @@ def serve(
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
     page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
     try:
+        from emotion_llama.model.quantize import quantization_flags, require_bitsandbytes
         from emotion_llama.precision import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
         from emotion_llama.serve.inputs import resolve_roots
@@ -114,6 +120,13 @@ def serve(
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
         check_dtype(dtype, "model")
+        quantization = quantization_flags(load_in_8bit, load_in_4bit)
+        if quantization is not None:
+            if model is None:
+                raise EmotionLlamaError(
+                    f"--load-in-{quantization} quantizes the LLM of --model: give a checkpoint"
+                )
+            require_bitsandbytes(quantization)
         _speech_options(language, asr_model)
         if model is not None:
             from emotion_llama.model.checkpoint import resolve_checkpoint
@@ -145,6 +158,7 @@ def serve(
                 static_cache=static_cache,
                 llm_dtype=llm_dtype,
                 dtype=dtype,
+                quantization=quantization,
                 max_new_tokens=max_new_tokens,
                 language=language,
                 asr_model=asr_model,

@@ -500,6 +500,7 @@ def model_predict_fn(
     max_new_tokens: int | None = None,
     label_mode: str = "generate",
     modalities: Sequence[str] | None = None,
+    quantization: str | None = None,
 ) -> PredictFn:
     """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
     features of their folder, and their subtitle (greedy decoding, as the published scores).
@@ -509,7 +510,8 @@ def model_predict_fn(
     ``label_mode="score"`` (classification benchmarks only): the answer is the benchmark label the
     model gives the highest probability, from one forward pass over the prompt
     (:class:`~emotion_llama.model.scoring.LabelScorer`) instead of a decoding loop; faster, and
-    always a label of the set (greedy answers outside it count as the default class)."""
+    always a label of the set (greedy answers outside it count as the default class).
+    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights."""
     if label_mode not in ("generate", "score"):
         raise EmotionLlamaError(f"label mode must be 'generate' or 'score', not {label_mode!r}")
     if label_mode == "score" and spec.kind != "classification":
@@ -530,7 +532,9 @@ def model_predict_fn(
     chosen = parse_modalities(modalities)
     absent = absent_parts(chosen)
 
-    model = load_pretrained(model_dir, device=device, dtype=torch_dtype(dtype, device))
+    model = load_pretrained(
+        model_dir, device=device, dtype=torch_dtype(dtype, device), quantization=quantization
+    )
     cfg = model.config
     processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
     gen: Any

@@ -27,6 +27,13 @@ from emotion_llama.model.keys import (
     is_trainable_key,
 )
 from emotion_llama.model.modeling import EmotionLlama, GlobalEncoder
+from emotion_llama.model.quantize import (
+    bnb_config,
+    check_quantization,
+    dequantized_state_dict,
+    quantization_of,
+    quantize_linears,
+)
 from emotion_llama.weights import read_safetensors, read_torch_file
 
 __all__ = ["ADAPTER", "build_model", "load_vision_weights", "parameter_counts", "set_trainable"]
@@ -102,15 +109,27 @@ def build_llm(
     *,
     dtype: torch.dtype = torch.float32,
     pretrained: bool = True,
+    quantization: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> Any:
     """The plain Hugging Face causal LM (no adapters). Random weights when ``pretrained`` is
-    false or the config names no model."""
+    false or the config names no model. A pretrained LLM with ``quantization`` (8bit/4bit) loads
+    quantized onto ``device`` shard by shard (:mod:`emotion_llama.model.quantize`); a random one
+    is quantized by the caller."""
     from transformers import AutoModelForCausalLM
 
     m = config.llm
     if pretrained and m.name_or_path is not None:
+        extra: dict[str, Any] = {}
+        if quantization is not None:
+            extra = {
+                "quantization_config": bnb_config(quantization, dtype),
+                "device_map": {"": str(torch.device(device))},
+            }
         try:
-            return AutoModelForCausalLM.from_pretrained(m.name_or_path, dtype=dtype, revision=m.revision)
+            return AutoModelForCausalLM.from_pretrained(
+                m.name_or_path, dtype=dtype, revision=m.revision, **extra
+            )
         except OSError as exc:
             raise ConfigError(
                 f"cannot load the LLM {m.name_or_path!r}: {exc}. Download it first (for LLaMA-2: "
@@ -143,12 +162,17 @@ def build_model(
     dtype: torch.dtype = torch.float32,
     pretrained: bool = True,
     frozen_state: dict[str, torch.Tensor] | None = None,
+    quantization: str | None = None,
 ) -> EmotionLlama:
-    """The full model with LoRA attached; only LoRA and the five projections are trainable."""
+    """The full model with LoRA attached; only LoRA and the five projections are trainable.
+    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes int8/NF4, LoRA
+    on top of them (QLoRA); everything else stays in ``dtype``."""
     config.validate()
+    quantization = check_quantization(quantization)
     on_meta = torch.device(device).type == "meta"
     if on_meta:
         pretrained = False
+        quantization = None  # counting parameters: the layout is the same
     config = resolve_llm_sizes(config)  # reads only the LLM's config.json when sizes are open
     if not config.llm.sizes_known():
         raise ConfigError(f"config {config.name!r}: LLM sizes unknown and no model to read them from")
@@ -161,9 +185,18 @@ def build_model(
     enc_state = _strip_prefix(frozen_state, "global_encoder.")
     llm_state = _strip_prefix(frozen_state, "llm_base.")
     with ctx:
-        llm = build_llm(config, dtype=dtype, pretrained=pretrained and not llm_state)
+        from_hub = pretrained and not llm_state and config.llm.name_or_path is not None
+        llm = build_llm(
+            config,
+            dtype=dtype,
+            pretrained=pretrained and not llm_state,
+            quantization=quantization if from_hub else None,
+            device=target,
+        )
         if llm_state:
             llm.load_state_dict(llm_state, strict=True)
+        if quantization is not None and not from_hub:
+            quantize_linears(llm, quantization, compute_dtype=dtype, device=target)
         encoder = GlobalEncoder(config.vision).to(dtype)
         if enc_state:
             encoder.load_state_dict(enc_state, strict=True)
@@ -198,7 +231,11 @@ def frozen_state_dict(model: EmotionLlama) -> dict[str, torch.Tensor]:
 def base_llm_state_dict(model: EmotionLlama) -> dict[str, torch.Tensor]:
     """The LLM's own weights without adapters, under the plain model's key names."""
     base = model.llm.get_base_model()
-    return {k.replace(".base_layer.", "."): v for k, v in base.state_dict().items() if ".lora_" not in k}
+    if quantization_of(base) is not None:  # a QLoRA base: the weights it computes with
+        state = dequantized_state_dict(base, model.llama_proj.weight.dtype)
+    else:
+        state = base.state_dict()
+    return {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
 
 
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -273,9 +273,12 @@ def load_pretrained(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    quantization: str | None = None,
 ) -> EmotionLlama:
     """Build the model a checkpoint describes and load its weights strictly. ``model_dir``: a
-    checkpoint folder, a run folder or a pointer file (:func:`resolve_checkpoint`)."""
+    checkpoint folder, a run folder or a pointer file (:func:`resolve_checkpoint`).
+    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes, quantized on
+    ``device`` itself (:mod:`emotion_llama.model.quantize`)."""
     root = resolve_checkpoint(model_dir)
     config = EmotionLlamaConfig.from_json(root / CONFIG_FILE)
     state = read_safetensors(root / WEIGHTS_FILE)
@@ -294,7 +297,12 @@ def load_pretrained(
     config = resolve_llm_sizes(config)
     check_trainable_state(state, config, root / WEIGHTS_FILE)
     try:
-        model = build_model(config, dtype=dtype, frozen_state=frozen)
+        if quantization is not None:  # bitsandbytes quantizes on the device the weights move to
+            model = build_model(
+                config, dtype=dtype, frozen_state=frozen, device=device, quantization=quantization
+            )
+        else:
+            model = build_model(config, dtype=dtype, frozen_state=frozen)
     except RuntimeError as exc:
         raise CheckpointError(root / FROZEN_FILE, f"does not fit the config: {exc}") from None
     load_trainable(model, state, root / WEIGHTS_FILE)

@@ -209,15 +209,18 @@ class ModelAnswerer:
         static_cache: bool = False,
         max_new_tokens: int | None = None,
         dtype: str | None = None,
+        quantization: str | None = None,
     ) -> None:
         """Loads the checkpoint, its tokenizer and the encoders. ``static_cache``: generate with
         a preallocated KV cache (compiled on a GPU); ``max_new_tokens``: the reasoning length
         (``None``: the checkpoint's ``generation.max_new_tokens``); ``dtype``: the precision of the
         model and the encoders (``None``/auto: bfloat16 on a CUDA GPU that has it, float16 on other
-        CUDA GPUs, float32 on the CPU; :mod:`emotion_llama.precision`)."""
+        CUDA GPUs, float32 on the CPU; :mod:`emotion_llama.precision`); ``quantization``
+        (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes (:mod:`emotion_llama.model.quantize`)."""
         from emotion_llama.encoders.models import build_encoders
         from emotion_llama.model.checkpoint import load_pretrained, resolve_checkpoint
         from emotion_llama.model.processor import EmotionLlamaProcessor
+        from emotion_llama.model.quantize import check_quantization
         from emotion_llama.model.tokenizer import load_tokenizer
         from emotion_llama.precision import torch_dtype
 
@@ -228,7 +231,11 @@ class ModelAnswerer:
         self.generate_kwargs: dict[str, Any] = {"cache_implementation": "static"} if static_cache else {}
         #: The precision the model and the encoders run in.
         self.dtype = torch_dtype(dtype, device)
-        self.model: Any = load_pretrained(self.model_dir, device=device, dtype=self.dtype)
+        #: ``8bit``/``4bit`` when the LLM's linear layers are quantized, else ``None``.
+        self.quantization = check_quantization(quantization)
+        self.model: Any = load_pretrained(
+            self.model_dir, device=device, dtype=self.dtype, quantization=self.quantization
+        )
         config = self.model.config
         self.processor = EmotionLlamaProcessor(load_tokenizer(config), config)
         self.encoders = build_encoders(config, device=device, dtype=self.dtype)

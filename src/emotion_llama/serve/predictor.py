@@ -74,6 +74,7 @@ class Predictor(Closeable):
         llm_device: str | None = None,
         llm_dtype: str | None = None,
         dtype: str | None = None,
+        quantization: str | None = None,
         max_new_tokens: int | None = None,
         language: str | None = None,
         asr_model: str | None = None,
@@ -85,7 +86,8 @@ class Predictor(Closeable):
 
         ``llm_device``/``llm_dtype``: where and in which precision a local clue-pipeline LLM runs
         (default: ``device``, and the device's default dtype); ``dtype``: the full model's and its
-        encoders' (the same default: bfloat16 on a CUDA GPU that has it, float32 on the CPU).
+        encoders' (the same default: bfloat16 on a CUDA GPU that has it, float32 on the CPU);
+        ``quantization`` (``8bit``/``4bit``, full model only): its LLM in bitsandbytes weights.
         ``max_new_tokens``: the reasoning
         length (the clue pipeline's LLM, or the full model's ``generation.max_new_tokens``).
         ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
@@ -93,6 +95,7 @@ class Predictor(Closeable):
         ``modalities``: what clips are answered from by default (video, audio, text; ``None``: all;
         :mod:`emotion_llama.modalities`); each call may choose others."""
         from emotion_llama.model.checkpoint import resolve_checkpoint
+        from emotion_llama.model.quantize import check_quantization
         from emotion_llama.perception.pipeline import Perceiver
         from emotion_llama.precision import check_dtype
 
@@ -105,6 +108,12 @@ class Predictor(Closeable):
             raise EmotionLlamaError(f"label_set must be distinct labels, at least one: {list(label_set)}")
         check_dtype(llm_dtype)
         check_dtype(dtype, "model")
+        quantization = check_quantization(quantization)
+        if quantization is not None and not model_dir:
+            raise EmotionLlamaError(
+                f"{quantization} weights are for the Emotion-LLaMA model: give a checkpoint (--model); "
+                "the clue pipeline's LLM is chosen with --llm"
+            )
         self.modalities: tuple[str, ...] = parse_modalities(modalities)
         # A run folder or its best/last pointer stands for its checkpoint folder.
         self.model_dir = resolve_checkpoint(model_dir) if model_dir else None
@@ -129,6 +138,7 @@ class Predictor(Closeable):
                 static_cache=static_cache,
                 max_new_tokens=max_new_tokens,
                 dtype=dtype,
+                quantization=quantization,
             )
             self.model = self.answerer.model
             config = self.model.config

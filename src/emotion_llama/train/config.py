@@ -58,6 +58,9 @@ class TrainConfig:
     #: A DeepSpeed JSON config (``configs/accelerate/ds_zero2.json``, ``ds_zero3.json``): the project
     #: runs DeepSpeed ZeRO itself under a DDP launch, CPU too (:mod:`emotion_llama.train.deepspeed_engine`).
     deepspeed: str | None = None
+    #: QLoRA: the LLM's linear layers frozen in bitsandbytes ``8bit`` (LLM.int8) or ``4bit`` (NF4),
+    #: LoRA and the projections trained on top (:mod:`emotion_llama.model.quantize`); ``None``: off.
+    quantization: str | None = None
     #: After each validation: label accuracy and weighted F1 of the emotion task (greedy).
     eval_metrics: bool = False
     eval_max_clips: int = 64
@@ -79,6 +82,17 @@ class TrainConfig:
             raise TrainError(f"train.precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.fsdp and self.deepspeed:
             raise TrainError("train.fsdp and train.deepspeed are two engines: choose one")
+        from emotion_llama.model.quantize import check_quantization
+
+        try:
+            self.quantization = check_quantization(self.quantization)
+        except EmotionLlamaError as exc:
+            raise TrainError(f"train.quantization: {exc}") from None
+        if self.quantization and (self.fsdp or self.deepspeed):
+            raise TrainError(
+                "train.quantization (QLoRA) runs on one device per process: bitsandbytes weights "
+                "cannot be sharded by train.fsdp or train.deepspeed; drop one"
+            )
         if self.log_with not in LOG_WITH:
             raise TrainError(f"train.log_with must be one of {', '.join(LOG_WITH)}, not {self.log_with!r}")
         return self

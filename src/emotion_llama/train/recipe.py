@@ -342,12 +342,18 @@ def build_recipe_model(recipe: Recipe) -> tuple[Any, Any]:
     from emotion_llama.model.processor import EmotionLlamaProcessor
     from emotion_llama.model.tokenizer import load_tokenizer
 
+    # QLoRA: the base is quantized on the training device itself (bitsandbytes quantizes when
+    # its weights move there; moving a quantized model again is not supported).
+    quantization = recipe.train.quantization
+    device = recipe.train.device if quantization else "cpu"
     if recipe.init_from:
-        model = load_pretrained(resolve_checkpoint(recipe.init_from))
+        model = load_pretrained(
+            resolve_checkpoint(recipe.init_from), device=device, quantization=quantization
+        )
         config = model.config
     else:
         config = load_config(recipe.model)
-        model = build_model(config)
+        model = build_model(config, device=device, quantization=quantization)
     return model, EmotionLlamaProcessor(load_tokenizer(config), config)
 
 
