@@ -39,11 +39,20 @@ def test_the_default_precision_of_each_device(monkeypatch: pytest.MonkeyPatch) -
         ["evaluate", "-b", "mer2023", "--model", "{tmp}/ckpt", "--data", "{tmp}", "--out", "{tmp}/o"],
     ],
 )
-def test_each_model_command_refuses_a_bad_dtype_before_any_work(tmp_path: Path, command: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (["--dtype", "float8"], "unknown model dtype 'float8'"),
+        (["--load-in-8bit", "--load-in-4bit"], "exclude each other"),
+    ],
+)
+def test_each_model_command_refuses_a_bad_precision_before_any_work(
+    tmp_path: Path, command: list[str], bad: list[str], message: str
+) -> None:
     args = [a.format(tmp=tmp_path) for a in command]
-    res = runner.invoke(app, [*args, "--dtype", "float8"])
+    res = runner.invoke(app, [*args, *bad])
     assert res.exit_code == 2, res.output
-    assert "unknown model dtype 'float8'" in res.stderr and "Traceback" not in res.output
+    assert message in res.stderr and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
 
 

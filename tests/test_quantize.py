@@ -1,7 +1,8 @@
 """8-bit and 4-bit LLM weights (bitsandbytes, on its CPU backend here): the two quantization routes
 agree with transformers' own loader, the logits stay near the full-precision ones, the memory
 estimate is the bytes the weights take, QLoRA trains only LoRA and the projections, and
-``--load-in-8bit``/``--load-in-4bit`` reach the model on ``analyze``, ``serve`` and ``evaluate``."""
+``--load-in-8bit``/``--load-in-4bit`` reach the model (their refusal on ``analyze``, ``serve`` and
+``evaluate``: tests/test_precision.py)."""
 
 from __future__ import annotations
 
@@ -156,22 +157,6 @@ def test_qlora_refuses_a_sharding_engine(tmp_path: Path) -> None:
             load_recipe(CONFIGS / "tiny_synth.yaml", ["train.quantization=4bit", engine])
     with pytest.raises((RecipeError, EmotionLlamaError), match="unknown quantization"):
         load_recipe(CONFIGS / "tiny_synth.yaml", ["train.quantization=2bit"])
-
-
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["analyze", "{tmp}/a.mp4", "--model", "{tmp}/ckpt"],
-        ["serve", "--model", "{tmp}/ckpt"],
-        ["evaluate", "-b", "mer2023", "--model", "{tmp}/ckpt", "--data", "{tmp}", "--out", "{tmp}/o"],
-    ],
-)
-def test_both_flags_are_refused_before_any_work(tmp_path: Path, command: list[str]) -> None:
-    args = [a.format(tmp=tmp_path) for a in command]
-    res = runner.invoke(app, [*args, "--load-in-8bit", "--load-in-4bit"])
-    assert res.exit_code == 2, res.output
-    assert "exclude each other" in res.stderr and "Traceback" not in res.output
-    assert not (tmp_path / "o").exists()
 
 
 def test_serve_refuses_quantization_without_a_model() -> None:
