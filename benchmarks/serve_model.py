@@ -73,7 +73,7 @@ def setup(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, fo
     if args.checkpoint:
         from emotion_llama.model.checkpoint import load_pretrained
 
-        model = load_pretrained(args.checkpoint, device=device, dtype=dtype)
+        model = load_pretrained(args.checkpoint, device=device, dtype=dtype, quantization=args.quantization)
         config = model.config
         tokenizer, tok_name = tokenizer_for(config, args.tokenizer)
         note = f"checkpoint {args.checkpoint}"
@@ -95,7 +95,7 @@ def setup(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, fo
     processor = EmotionLlamaProcessor(tokenizer, config)
     make_synthetic_dataset(folder, n=args.dataset_size, config=config, seed=0, layout="native")
     if model is None:
-        model = build_model(config, device=device, dtype=dtype)
+        model = build_model(config, device=device, dtype=dtype, quantization=args.quantization)
         if args.train_steps:
             model = train_tiny(model, processor, folder, args.train_steps, device)
             note = f"trained {args.train_steps} steps on the synthetic set"
@@ -195,6 +195,16 @@ class GreedyRunner:
         ]
 
 
+def _peak_gib(device: torch.device) -> float | None:
+    """The most GPU memory allocated so far, GiB (``None`` off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _peak(device: torch.device) -> str:
+    gib = _peak_gib(device)
+    return "-" if gib is None else f"{gib:.1f} GiB"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="tiny")
@@ -219,6 +229,9 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="a trained checkpoint folder instead of --preset")
     ap.add_argument("--tokenizer", help="tokenizer folder or hub id ('toy' for the built-in one)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument(
+        "--quantization", choices=("8bit", "4bit"), default=None, help="the LLM's weights in bitsandbytes"
+    )
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -288,6 +301,7 @@ def main() -> None:
         f"device: {name}, dtype {str(dtype).removeprefix('torch.')}, preset {model.config.name} ({note}), "
         f"attention {args.attention}, cache {cache}, compile {'on' if args.compile else 'off'}, "
         f"vision {'cached ViT output' if args.cached_vision else 'frames'}, "
+        f"LLM weights {args.quantization or 'unquantized'}, peak {_peak(device)}, "
         f"threads {torch.get_num_threads()}, "
         f"set-up {build_s:.1f}s"
     )
@@ -318,7 +332,8 @@ def main() -> None:
             json.dump(
                 {"device": name, "dtype": str(dtype), "preset": model.config.name, "note": note,
                  "cache": cache, "compile": args.compile, "rows": rows, "agreement": agree / len(clips),
-                 "clips": len(clips), "greedy_named_label": named},
+                 "clips": len(clips), "greedy_named_label": named, "quantization": args.quantization,
+                 "peak_gib": _peak_gib(device)},
                 fh, indent=2,
             )  # fmt: skip
 

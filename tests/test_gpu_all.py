@@ -25,11 +25,12 @@ def test_gpu_all_smoke_run_measures_and_parses_every_row(tmp_path: Path) -> None
     rows = json.loads(out.read_text())["rows"]
     assert [r["workload"] for r in rows] == [
         "training step (stage 2, cached ViT)", "labels from cached features", "reasoning decode, batch 1",
-        "the four encoders",
+        "reasoning decode, 4-bit weights", "the four encoders",
     ]  # fmt: skip
     for r in rows:
         assert r["error"] == "" and r["measured"] > 0 and r["baseline"] > 0, r
     assert rows[2]["best"].startswith("static cache") and rows[2]["baseline_name"].startswith("HF generate")
+    assert rows[3]["best"].startswith("NF4 weights") and rows[3]["goal"] is None
     assert "anchors and goals are H200 figures" in proc.stdout
     assert "training step (stage 2, cached ViT)" in proc.stdout
 
