@@ -159,6 +159,16 @@ def test_qlora_refuses_a_sharding_engine(tmp_path: Path) -> None:
         load_recipe(CONFIGS / "tiny_synth.yaml", ["train.quantization=2bit"])
 
 
+def test_evaluate_names_the_quantization_in_the_model_name(tmp_path: Path, tiny_config) -> None:
+    from emotion_llama.evaluate.runner import get_benchmark, model_predict_fn
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    predict = model_predict_fn(ckpt, get_benchmark("mer2023"), quantization="nf4")
+    assert predict.model_name == "emotion-llama:ckpt (4bit LLM weights)"  # type: ignore[attr-defined]
+    assert model_predict_fn(ckpt, get_benchmark("mer2023")).model_name == "emotion-llama:ckpt"  # type: ignore[attr-defined]
+
+
 def test_serve_refuses_quantization_without_a_model() -> None:
     res = runner.invoke(app, ["serve", "--load-in-4bit"])
     assert res.exit_code == 2 and "quantizes the LLM of --model" in res.stderr

@@ -526,6 +526,7 @@ def model_predict_fn(
     from emotion_llama.model.checkpoint import load_pretrained
     from emotion_llama.model.generation import ClipInput, Generator
     from emotion_llama.model.processor import EmotionLlamaProcessor
+    from emotion_llama.model.quantize import check_quantization
     from emotion_llama.model.tokenizer import load_tokenizer
     from emotion_llama.precision import torch_dtype
 
@@ -571,5 +572,7 @@ def model_predict_fn(
     suffix = " (label scoring)" if label_mode == "score" else ""
     if tuple(chosen) != MODALITIES:
         suffix += f" (modalities {', '.join(chosen)})"
+    if quantization is not None:  # the scores are of the quantized model: the report says so
+        suffix += f" ({check_quantization(quantization)} LLM weights)"
     predict.model_name = f"emotion-llama:{Path(model_dir).name}{suffix}"  # type: ignore[attr-defined]
     return predict
