@@ -291,11 +291,10 @@ def evaluate(
     problem = missing_inputs(bench, judge=judge is not None, wheels=wheels is not None)
     if problem:  # before the model runs, not after
         raise EmotionLlamaError(problem)
+    from emotion_llama.model.quantize import quantization_flags
     from emotion_llama.precision import check_dtype
 
     check_dtype(dtype, "model")
-    from emotion_llama.model.quantize import quantization_flags
-
     quantization = quantization_flags(load_in_8bit, load_in_4bit)
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
@@ -336,16 +335,9 @@ def evaluate(
         err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
     records = summary.records_of(read_predictions(out / PREDICTIONS))
     _score_and_report(
-        bench,
-        records,
-        out / PREDICTIONS,
-        out,
-        _judge(judge, out),
-        wheels,
-        getattr(predict, "model_name", str(model)),
-        warnings,
-        sentiment_rule=sentiment_rule,
-    )
+        bench, records, out / PREDICTIONS, out, _judge(judge, out), wheels,
+        getattr(predict, "model_name", str(model)), warnings, sentiment_rule=sentiment_rule,
+    )  # fmt: skip
     if summary.skipped:
         raise typer.Exit(code=1)
 
