@@ -165,6 +165,10 @@ def dequantized_weight(module: nn.Module) -> torch.Tensor:
     w = module.weight
     kind = type(w).__name__
     if kind == "Params4bit":
+        if getattr(w.quant_state, "packing_format_for_cpu", False):
+            # On AVX512-BF16 CPUs bitsandbytes repacks the weight at the first forward; undo it as
+            # its own state_dict() does (the next forward packs it again).
+            w.data, w.quant_state = F._convert_weight_packed_for_cpu_inverse(w.data, w.quant_state)
         return F.dequantize_4bit(w.data, w.quant_state).float()
     if kind == "Int8Params":
         scb = getattr(w, "SCB", None)
