@@ -638,7 +638,9 @@ def test_deepspeed_zero_on_cpu_matches_one_process(
     print(f"ZeRO-{stage}: loss diff {loss_diff:.2e}, weight diff {weight_diff:.2e}")
 
 
-def test_deepspeed_configs_fill_from_the_recipe_and_refuse_what_cannot_run() -> None:
+def test_deepspeed_configs_fill_from_the_recipe_and_refuse_what_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from emotion_llama.train.deepspeed_engine import check_precision, prepared_config, zero_stage
 
     tc = TrainConfig(schedule=Schedule("constant", 1e-3), batch_size=2, grad_accum=3, precision="bf16",
@@ -648,9 +650,18 @@ def test_deepspeed_configs_fill_from_the_recipe_and_refuse_what_cannot_run() -> 
     sizes = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size")
     assert [ds[k] for k in sizes] == [2, 3, 24]
     assert ds["bf16"]["enabled"] is True and ds["fp16"]["enabled"] is False
-    # DeepSpeed's CPU accelerator (deepspeed 0.19.8) has no fp16: refused before DeepSpeed starts.
+    # DeepSpeed's CPU accelerator (deepspeed 0.19.8) has fp16 only where oneDNN does (AVX512-FP16
+    # or AMX CPUs): what it lacks is refused before DeepSpeed starts, what it has passes.
+    from deepspeed.accelerator import get_accelerator
+
+    accel = get_accelerator()
     tc.precision = "fp16"
-    with pytest.raises(TrainError, match=r"train\.precision fp16: DeepSpeed's cpu accelerator does not"):
+    if accel.is_fp16_supported():
+        check_precision(tc)
+        monkeypatch.setattr(accel, "is_fp16_supported", lambda: False)  # a CPU without fp16
+    with pytest.raises(
+        TrainError, match=r"train\.precision fp16: DeepSpeed's cpu accelerator does not.*bf16 or fp32"
+    ):
         check_precision(tc)
     tc.precision = "bf16"
     check_precision(tc)

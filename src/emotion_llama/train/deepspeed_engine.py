@@ -80,7 +80,8 @@ def prepared_config(cfg: TrainConfig, world: int) -> dict[str, Any]:
 
 
 def check_precision(cfg: TrainConfig) -> None:
-    """Refuse a precision DeepSpeed's accelerator here lacks (its CPU accelerator has no fp16)."""
+    """Refuse a precision DeepSpeed's accelerator here lacks (its CPU accelerator has fp16 only
+    where oneDNN runs it: AVX512-FP16 or AMX CPUs)."""
     from deepspeed.accelerator import get_accelerator
 
     accel = get_accelerator()
