@@ -15,7 +15,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from emotion_llama.backends.http import HTTPFailure, post_json
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.tokenizer import batch_decode
 from emotion_llama.precision import check_dtype, resolve_dtype
@@ -206,29 +206,22 @@ class OpenAIChatLLM:
         self.name = f"openai-compatible:{model}@{self.base_url}"
 
     def _post(self, messages: list[Message], params: ChatParams) -> str:
-        body = json.dumps({"model": self.model, "messages": messages, **params.key()}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         url = f"{self.base_url}/chat/completions"
-        last: str = ""
-        for attempt in range(self.retries + 1):
-            req = urllib.request.Request(url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    data = json.loads(resp.read().decode("utf-8"))
-                return str(data["choices"][0]["message"]["content"] or "").strip()
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200].decode('utf-8', 'replace')}"
-                if exc.code != 429 and exc.code < 500:
-                    break  # a client error does not get better by retrying
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            except (KeyError, IndexError, ValueError) as exc:
-                last = f"malformed response ({exc})"
-                break
-            if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
+        payload = {"model": self.model, "messages": messages, **params.key()}
+        try:
+            data = post_json(
+                url,
+                payload,
+                api_key=self.api_key,
+                timeout=self.timeout,
+                retries=self.retries,
+                backoff=self.backoff,
+            )
+            return str(data["choices"][0]["message"]["content"] or "").strip()
+        except HTTPFailure as exc:
+            last = exc.detail
+        except (KeyError, IndexError, TypeError) as exc:
+            last = f"malformed response ({exc})"
         raise BackendError(f"{url}: no answer from model {self.model!r} ({last})")
 
     def chat_many(self, conversations: Sequence[list[Message]], params: ChatParams) -> list[str]:
