@@ -1,0 +1,162 @@
+"""--engine vllm: the prompts as embeddings, the request bodies and the answers, checked against
+Hugging Face's ``generate`` on the same model (tests/vllm_reference.py reads the requests as vLLM
+does). vLLM itself needs a CUDA GPU and is not installed here."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from emotion_llama.encoders.store import ClipFeatures
+from emotion_llama.model.generation import ClipInput, Generator
+from emotion_llama.model.vllm_engine import (
+    Greedy,
+    VllmError,
+    VllmGenerator,
+    VllmServer,
+    VllmSpec,
+    answer_texts,
+    clip_prompt_embeds,
+    completion_answers,
+    completion_request,
+    drop_decoder,
+    encode_embeds,
+)
+from vllm_reference import Reference, load_embed_as_vllm, serve
+
+#: A fixed instruction: without one the reasoning task draws one of its pool at random.
+ASK = "Explain the emotion of the person, from the face, the voice and the words."
+
+
+def _clips(config, n: int = 4, seed: int = 0) -> list[ClipInput]:
+    rng = np.random.default_rng(seed)
+    f = config.features
+    size = config.vision.image_size
+    subs = ["", "so happy today", "no", "why would you ever say that to me, honestly, why"]
+    return [
+        ClipInput(
+            subs[i % len(subs)],  # prompts of different lengths: the batch is padded
+            rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+            ClipFeatures(
+                *(rng.normal(size=d).astype(np.float32) for d in (f.local_dim, f.temporal_dim, f.audio_dim))
+            ),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture()
+def lora_model(tiny_model):
+    """The tiny model with non-zero LoRA weights, so that an answer depends on them."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in tiny_model.llm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return tiny_model.eval()
+
+
+@pytest.fixture()
+def reference(lora_model, processor):
+    ref = Reference(lora_model.llm, processor.tokenizer)
+    srv, url = serve(ref)
+    yield ref, url
+    srv.shutdown()
+
+
+def test_prompt_embeds_are_the_rows_generate_decodes_from(lora_model, processor, one_thread):
+    clips = _clips(lora_model.config)
+    embeds = clip_prompt_embeds(lora_model, processor, clips, task="reason", instruction=ASK)
+    lengths = [len(processor.encode(c.subtitle, "reason", ASK).input_ids) for c in clips]
+    assert [e.shape[0] for e in embeds] == lengths and len(set(lengths)) > 1
+    assert all(e.shape[1] == lora_model.config.llm.hidden_size and e.device.type == "cpu" for e in embeds)
+    assert all(bool(e.abs().sum(dim=1).gt(0).all()) for e in embeds)  # no padding rows left
+    hf = Generator(lora_model, processor, task="reason", instruction=ASK, max_new_tokens=12)(clips)
+    alone = []  # each prompt alone, unpadded, at positions 0..L-1: what vLLM is given
+    for e in embeds:
+        ids = lora_model.llm.generate(
+            inputs_embeds=e[None], attention_mask=torch.ones(1, e.shape[0], dtype=torch.long),
+            max_new_tokens=12, do_sample=False, pad_token_id=lora_model.llm.config.eos_token_id,
+        )  # fmt: skip
+        alone.append(answer_texts(processor.tokenizer, [ids[0].tolist()])[0])
+    assert alone == hf and any(hf)
+
+
+def test_request_body_is_what_vllm_reads(lora_model, processor):
+    embeds = clip_prompt_embeds(lora_model, processor, _clips(lora_model.config, 2))
+    body = completion_request("merged", embeds, Greedy(7))
+    assert body["model"] == "merged" and body["max_tokens"] == 7
+    assert body["temperature"] == 0.0 and body["repetition_penalty"] == 1.0 and body["n"] == 1
+    assert len(body["prompt_embeds"]) == 2
+    for sent, e in zip(body["prompt_embeds"], embeds, strict=True):
+        back = load_embed_as_vllm(sent)
+        assert back.dtype == e.dtype and torch.equal(back, e)
+    half = load_embed_as_vllm(encode_embeds(embeds[0].to(torch.bfloat16)))
+    assert half.dtype == torch.bfloat16 and torch.equal(half, embeds[0].to(torch.bfloat16))
+    with pytest.raises(VllmError, match=r"\(length, hidden\)"):
+        encode_embeds(embeds[0][None])
+    with pytest.raises(VllmError, match=r"not torch\.int64"):
+        encode_embeds(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(VllmError, match="no prompts"):
+        completion_request("merged", [], Greedy(7))
+
+
+def test_answers_follow_the_choice_index_and_prefer_token_ids(processor):
+    tok = processor.tokenizer
+    ids = tok.encode("happy", add_special_tokens=False)
+    response = {
+        "choices": [{"index": 1, "text": " [/INST] sad</s>"}, {"index": 0, "text": "x", "token_ids": ids}]
+    }
+    answers = completion_answers(response, 2)
+    assert answers[0] == ids and answers[1] == " [/INST] sad</s>"
+    assert answer_texts(tok, answers) == [tok.decode(ids, skip_special_tokens=True).strip(), "sad"]
+    with pytest.raises(VllmError, match="answered 1 of 2"):
+        completion_answers({"choices": [{"index": 0, "text": "a"}]}, 2)
+    with pytest.raises(VllmError, match="malformed"):
+        completion_answers({"data": []}, 1)
+
+
+def test_server_engine_answers_as_hugging_face(lora_model, processor, reference, one_thread):
+    ref, url = reference
+    clips = _clips(lora_model.config, 5)
+    hf_reason = Generator(lora_model, processor, task="reason", instruction=ASK, max_new_tokens=10)(clips)
+    hf_label = Generator(lora_model, processor, task="emotion", max_new_tokens=6)(clips)
+    server = VllmServer(url)  # the served name comes from /v1/models
+    assert server.model == "merged" and server.base_url == f"{url}/v1"
+    # the project keeps the ViT, projections and token embeddings only: vLLM has the rest
+    light = drop_decoder(copy.deepcopy(lora_model))
+    n_full = sum(p.numel() for p in lora_model.parameters())
+    assert sum(p.numel() for p in light.parameters()) < 0.8 * n_full
+    reason = VllmGenerator(light, processor, server, task="reason", instruction=ASK, max_new_tokens=10)(clips)
+    label = VllmGenerator(light, processor, server, task="emotion", max_new_tokens=6)(clips)
+    assert reason == hf_reason and label == hf_label and any(reason)
+    last = ref.requests[-1]
+    assert last["max_tokens"] == 6 and len(last["prompt_embeds"]) == 5 and last["return_token_ids"]
+
+
+def test_server_problems_are_named(lora_model, processor, reference):
+    ref, url = reference
+    clips = _clips(lora_model.config, 1)
+    ref.prompt_embeds_enabled = False
+    with pytest.raises(VllmError, match="--enable-prompt-embeds"):
+        VllmGenerator(lora_model, processor, VllmServer(url))(clips)
+    ref.prompt_embeds_enabled = True
+    with pytest.raises(VllmError, match="does not exist"):
+        VllmGenerator(lora_model, processor, VllmServer(url, "other"))(clips)
+    with pytest.raises(VllmError, match=r"no vLLM server at http://127\.0\.0\.1:9/v1"):
+        VllmServer("http://127.0.0.1:9", retries=0)
+
+
+def test_spec_says_what_is_missing():
+    with pytest.raises(VllmError, match=r"needs --vllm-url .* or --vllm-model"):
+        VllmSpec().backend()
+    with pytest.raises(VllmError, match="--vllm-lora is for vLLM in this process"):
+        VllmSpec(url="http://127.0.0.1:9", lora="adapter").backend()
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(VllmError, match=r"pip install 'emotion-llama\[vllm\]'"):
+            VllmSpec(model="merged/llm").backend()
