@@ -160,3 +160,55 @@ def test_spec_says_what_is_missing():
     except ImportError:
         with pytest.raises(VllmError, match=r"pip install 'emotion-llama\[vllm\]'"):
             VllmSpec(model="merged/llm").backend()
+
+
+def test_evaluate_cli_with_vllm_engine_writes_the_local_engines_predictions(tmp_path, tiny_config):
+    """`evaluate --engine vllm --vllm-url` against a server holding the checkpoint's LLM: the same
+    predictions.jsonl outputs as the default engine, and the report names the engine."""
+    from typer.testing import CliRunner
+
+    from emotion_llama.cli import app
+    from emotion_llama.evaluate.runner import read_predictions
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import load_pretrained, save_pretrained
+    from emotion_llama.model.tokenizer import load_tokenizer
+    from test_evaluate import make_benchmark
+
+    model = build_model(tiny_config)
+    with torch.no_grad():  # LoRA weights that change the answers
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    ckpt = save_pretrained(model, tmp_path / "ckpt")
+    data = tmp_path / "mer"
+    make_benchmark(data, tiny_config, 5)
+    loaded = load_pretrained(ckpt)
+    ref = Reference(loaded.llm.eval(), load_tokenizer(loaded.config))
+    srv, url = serve(ref)
+    runner = CliRunner()
+    base = ["evaluate", "-b", "mer2023", "-m", str(ckpt), "-d", str(data), "--batch-size", "2",
+            "--max-new-tokens", "5"]  # fmt: skip
+    try:
+        local = runner.invoke(app, [*base, "-o", str(tmp_path / "local")])
+        served = runner.invoke(
+            app, [*base, "-o", str(tmp_path / "vllm"), "--engine", "vllm", "--vllm-url", url]
+        )
+        refused = runner.invoke(app, [*base, "-o", str(tmp_path / "x"), "--engine", "vllm", "--vllm-url", url,
+                                      "--labels", "score"])  # fmt: skip
+    finally:
+        srv.shutdown()
+    assert local.exit_code == 0, local.output
+    assert served.exit_code == 0, served.output
+    outputs = [
+        {r["name"]: r["output"] for r in read_predictions(tmp_path / side / "predictions.jsonl")}
+        for side in ("local", "vllm")
+    ]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 5 and any(outputs[0].values())
+    assert len(ref.requests) == 3 and sum(len(r["prompt_embeds"]) for r in ref.requests) == 5
+    assert f"vLLM engine: vllm:merged@{url}/v1" in (tmp_path / "vllm" / "report.md").read_text()
+    assert refused.exit_code != 0 and "--labels score" in refused.output
+    quantized = runner.invoke(app, [*base, "-o", str(tmp_path / "q"), "--engine", "vllm", "--vllm-url", url,
+                                    "--load-in-8bit"])  # fmt: skip
+    assert quantized.exit_code != 0 and "vLLM loads its own weights" in quantized.output
+    no_engine = runner.invoke(app, [*base, "-o", str(tmp_path / "y"), "--vllm-url", url])
+    assert no_engine.exit_code != 0 and "are for --engine vllm" in no_engine.output

@@ -162,7 +162,7 @@ LoadIn8bitOpt = Annotated[
     typer.Option(
         "--load-in-8bit",
         help="Load the LLM of --model with 8-bit weights (bitsandbytes LLM.int8: about half the "
-        "memory of bfloat16; pip install 'emotion-llama[quantize]'). The ViT, encoders, projections "
+        "memory of bfloat16; pip install 'emotion-llama\\[quantize]'). The ViT, encoders, projections "
         "and LoRA keep --dtype.",
     ),
 ]
@@ -248,7 +248,41 @@ EngineOpt = Annotated[
         "--engine",
         help="Where the clips run: local (a process pool on this machine, --workers) or ray (a Ray "
         "cluster: clips as CPU tasks, encoders on a GPU device as an actor pool; pip install "
-        "'emotion-llama[ray]'). Same outputs either way; either can finish what the other started.",
+        "'emotion-llama\\[ray]'). Same outputs either way; either can finish what the other started.",
+    ),
+]
+ModelEngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Who decodes: local (the model in this process), ray (Ray actors, one per GPU; pip "
+        "install 'emotion-llama\\[ray]') or vllm (vLLM decodes the prompts the model computes: "
+        "--vllm-url or --vllm-model; greedy; pip install 'emotion-llama\\[vllm]', a CUDA GPU).",
+    ),
+]
+VllmUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-url",
+        help="--engine vllm: a running `vllm serve LLM --enable-prompt-embeds` (http://HOST:PORT), "
+        "LLM being the merged export's llm/ folder (docs/serving.md).",
+    ),
+]
+VllmModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-model",
+        help="--engine vllm: with --vllm-url the served model's name (default: the only one); "
+        "without, the folder vLLM loads in this process (the merged export's llm/, or the base "
+        "LLM with --vllm-lora).",
+    ),
+]
+VllmLoraOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--vllm-lora",
+        help="--engine vllm in this process: the checkpoint's LoRA as a PEFT adapter folder "
+        "(export-merged --adapter) on the base LLM --vllm-model.",
     ),
 ]
 AddressOpt = Annotated[

@@ -13,13 +13,16 @@ from rich.table import Table
 
 from emotion_llama.cli.common import (
     AddressOpt,
-    EngineOpt,
     LoadIn4bitOpt,
     LoadIn8bitOpt,
     ModalitiesOpt,
     ModelDtypeOpt,
+    ModelEngineOpt,
     PresetOpt,
     ShardOpt,
+    VllmLoraOpt,
+    VllmModelOpt,
+    VllmUrlOpt,
     _engine,
     _out_file,
     _out_folder,
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
     from emotion_llama.backends.llm import ChatLLM
     from emotion_llama.evaluate.runner import BenchmarkSpec
     from emotion_llama.metrics import SentimentRule
-    from emotion_llama.perception.engines import Engine
 
 
 @app.command()
@@ -182,10 +184,20 @@ SentimentRuleOpt = Annotated[
 
 
 def _predict_fn(
-    model: Path, bench: BenchmarkSpec, runner: Engine, device: str, options: dict[str, Any]
+    model: Path, bench: BenchmarkSpec, engine: str, address: str | None, device: str, options: dict[str, Any]
 ) -> tuple[Any, int]:
-    """``evaluate``'s predict function and how many batches it takes at once: the model here, or
-    (--engine ray) in Ray actors."""
+    """``evaluate``'s predict function and how many batches it takes at once: the model here,
+    (--engine ray) in Ray actors, or (--engine vllm) the model's prompts decoded by vLLM."""
+    vllm = options.pop("vllm")
+    if engine.strip().lower() == "vllm":
+        if address is not None:
+            raise EmotionLlamaError("--address is for --engine ray; vLLM's server is --vllm-url")
+        from emotion_llama.evaluate.runner import model_predict_fn
+
+        return model_predict_fn(model, bench, device=device, vllm=vllm, **options), 1
+    if vllm.url or vllm.model or vllm.lora:
+        raise EmotionLlamaError("--vllm-url, --vllm-model and --vllm-lora are for --engine vllm")
+    runner = _engine(engine, address)
     if runner.kind == "ray":
         from emotion_llama.evaluate.ray_predict import ray_predict_fn
 
@@ -193,6 +205,19 @@ def _predict_fn(
     from emotion_llama.evaluate.runner import model_predict_fn
 
     return model_predict_fn(model, bench, device=device, **options), 1
+
+
+def _benchmark_of(
+    benchmark: str, data: Path, label_set: str, features: Path | None
+) -> tuple[BenchmarkSpec, Path]:
+    """The benchmark and the folder of its clips' inputs: -b manifest's labelled rows scored over
+    --label-set, with the features extracted beside the manifest (or in --features)."""
+    from emotion_llama.evaluate.runner import get_benchmark, manifest_benchmark
+    from emotion_llama.prompts import resolve_label_set
+
+    if benchmark == "manifest":
+        return manifest_benchmark(data, resolve_label_set(label_set)), (features or data.parent)
+    return get_benchmark(benchmark), data
 
 
 @app.command()
@@ -253,8 +278,11 @@ def evaluate(
         ),
     ] = None,
     sentiment_rule: SentimentRuleOpt = "published",
-    engine: EngineOpt = "local",
+    engine: ModelEngineOpt = "local",
     address: AddressOpt = None,
+    vllm_url: VllmUrlOpt = None,
+    vllm_model: VllmModelOpt = None,
+    vllm_lora: VllmLoraOpt = None,
     shard: ShardOpt = None,
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
@@ -262,25 +290,13 @@ def evaluate(
     benchmarks, OUT/confusion.png. Exit code 1 when clips were skipped (listed in
     OUT/skipped.jsonl). Warns (also in metrics.json) when evaluated clips are training clips of
     the model, by name. --engine ray answers in Ray actors (one per GPU of the cluster with a GPU
-    --device); --shard i/N predicts one shard into OUT/shards/i-of-N and does not score:
-    `emotion-llama merge OUT`, then `emotion-llama score OUT/predictions.jsonl` (docs/scale-out.md)."""
+    --device), --engine vllm has vLLM decode (docs/serving.md); --shard i/N predicts one shard
+    into OUT/shards/i-of-N and does not score: `emotion-llama merge OUT`, then `emotion-llama
+    score OUT/predictions.jsonl` (docs/scale-out.md)."""
     from emotion_llama.evaluate.overlap import check_overlap
-    from emotion_llama.evaluate.runner import (
-        PREDICTIONS,
-        get_benchmark,
-        read_predictions,
-        run_predictions,
-    )
+    from emotion_llama.evaluate.runner import PREDICTIONS, read_predictions, run_predictions
 
-    data_dir = data
-    if benchmark == "manifest":  # its labelled rows, scored over --label-set; features extracted beside
-        from emotion_llama.evaluate.runner import manifest_benchmark
-        from emotion_llama.prompts import resolve_label_set
-
-        bench = manifest_benchmark(data, resolve_label_set(label_set))
-        data_dir = features if features is not None else data.parent
-    else:
-        bench = get_benchmark(benchmark)
+    bench, data_dir = _benchmark_of(benchmark, data, label_set, features)
     from emotion_llama.evaluate.scoring import missing_inputs
     from emotion_llama.metrics import SENTIMENT_RULES
 
@@ -301,10 +317,13 @@ def evaluate(
 
     part = _shard(shard)
     model = resolve_checkpoint(model)  # a run folder or pointer -> its checkpoint folder
+    from emotion_llama.model.vllm_engine import VllmSpec
+
     predict, concurrency = _predict_fn(
-        model, bench, _engine(engine, address), device,
+        model, bench, engine, address, device,
         {"dtype": dtype, "max_new_tokens": max_new_tokens, "label_mode": labels,
-         "modalities": modalities.split(",") if modalities else None, "quantization": quantization},
+         "modalities": modalities.split(",") if modalities else None, "quantization": quantization,
+         "vllm": VllmSpec(vllm_url, vllm_model, vllm_lora)},
     )  # fmt: skip
     summary = run_predictions(
         bench,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotion_llama.data.formats.clips import restrict_to_split
 from emotion_llama.data.formats.lists import (
@@ -34,6 +34,9 @@ from emotion_llama.prompts import (
     REASON_INSTRUCTIONS,
 )
 from emotion_llama.shards import Shard, ShardFolder, mark_done
+
+if TYPE_CHECKING:
+    from emotion_llama.model.vllm_engine import Backend, VllmSpec
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +504,7 @@ def model_predict_fn(
     label_mode: str = "generate",
     modalities: Sequence[str] | None = None,
     quantization: str | None = None,
+    vllm: VllmSpec | None = None,
 ) -> PredictFn:
     """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
     features of their folder, and their subtitle (greedy decoding, as the published scores).
@@ -511,7 +515,9 @@ def model_predict_fn(
     model gives the highest probability, from one forward pass over the prompt
     (:class:`~emotion_llama.model.scoring.LabelScorer`) instead of a decoding loop; faster, and
     always a label of the set (greedy answers outside it count as the default class).
-    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights."""
+    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights.
+    ``vllm``: vLLM decodes the prompts the model computes (:mod:`emotion_llama.model.vllm_engine`);
+    the model's own decoder layers are freed."""
     if label_mode not in ("generate", "score"):
         raise EmotionLlamaError(f"label mode must be 'generate' or 'score', not {label_mode!r}")
     if label_mode == "score" and spec.kind != "classification":
@@ -532,6 +538,7 @@ def model_predict_fn(
 
     chosen = parse_modalities(modalities)
     absent = absent_parts(chosen)
+    backend = _vllm_server(vllm, label_mode, quantization)  # a server is asked before the model loads
 
     model = load_pretrained(
         model_dir, device=device, dtype=torch_dtype(dtype, device), quantization=quantization
@@ -539,7 +546,20 @@ def model_predict_fn(
     cfg = model.config
     processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
     gen: Any
-    if label_mode == "score":
+    if vllm is not None:  # the decoder is vLLM's: freed here before vLLM in this process takes the GPU
+        from emotion_llama.model.vllm_engine import VllmGenerator, drop_decoder
+
+        drop_decoder(model)
+        backend = backend or vllm.backend(model.llama_proj.weight.dtype)
+        gen = VllmGenerator(
+            model,
+            processor,
+            backend,
+            task=spec.task,
+            instruction=spec.instruction,
+            max_new_tokens=max_new_tokens,
+        )
+    elif label_mode == "score":
         from emotion_llama.model.scoring import LabelScorer
 
         scorer = LabelScorer(model, processor, labels=spec.labels, instruction=spec.instruction)
@@ -574,5 +594,25 @@ def model_predict_fn(
         suffix += f" (modalities {', '.join(chosen)})"
     if quantization is not None:  # the scores are of the quantized model: the report says so
         suffix += f" ({check_quantization(quantization)} LLM weights)"
+    if vllm is not None:
+        suffix += f" (vLLM engine: {backend.name})"
     predict.model_name = f"emotion-llama:{Path(model_dir).name}{suffix}"  # type: ignore[attr-defined]
     return predict
+
+
+def _vllm_server(vllm: VllmSpec | None, label_mode: str, quantization: str | None) -> Backend | None:
+    """What ``vllm`` cannot be combined with, refused before any loading; the server it names,
+    connected (``None``: no vLLM, or vLLM in this process, started once the model is loaded)."""
+    if vllm is None:
+        return None
+    if label_mode == "score":
+        raise EmotionLlamaError(
+            "--labels score reads the model's label probabilities in this process: it needs --engine "
+            "local (vLLM answers by greedy decoding)"
+        )
+    if quantization is not None:
+        raise EmotionLlamaError(
+            f"--load-in-{quantization} quantizes the Hugging Face model; vLLM loads its own weights "
+            "(its own quantization: `vllm serve ... --quantization`)"
+        )
+    return vllm.backend() if vllm.url else None
