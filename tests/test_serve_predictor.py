@@ -107,6 +107,46 @@ def test_full_model_predictor_labels_by_generation_and_streams(clip, tmp_path, t
         Predictor(model_dir=ckpt, label_mode="vote")  # type: ignore[arg-type]
 
 
+def test_full_model_predictor_with_vllm_engine_answers_as_the_local_one(clip, tmp_path, tiny_config):
+    """serve --engine vllm: the full model's prompts decoded by a server (tests/vllm_reference.py
+    reads them as vLLM does) give the local engine's label answer and reasoning."""
+    import torch
+
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import load_pretrained, save_pretrained
+    from emotion_llama.model.tokenizer import load_tokenizer
+    from emotion_llama.model.vllm_engine import VllmSpec
+    from emotion_llama.serve.predictor import Predictor
+    from vllm_reference import Reference, serve
+
+    model = build_model(tiny_config)
+    with torch.no_grad():
+        for name, p in model.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    ckpt = save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(ckpt)
+    ref = Reference(loaded.llm.eval(), load_tokenizer(loaded.config))
+    srv, url = serve(ref)
+    question = "What does her voice say about how she feels?"
+    try:
+        with Predictor(model_dir=ckpt, label_mode="generate", max_new_tokens=12) as p:
+            local = p.analyze(clip, question=question)
+        with Predictor(model_dir=ckpt, vllm=VllmSpec(url), max_new_tokens=12) as p:
+            assert p.label_mode == "generate" and "vLLM engine: vllm:merged@" in p.backend_name
+            served = p.analyze(clip, question=question)
+    finally:
+        srv.shutdown()
+    assert served.record["model_answer"] == local.record["model_answer"]
+    assert served.reasoning == local.reasoning and served.label == local.label
+    assert local.reasoning and local.record["model_answer"]  # something to compare
+    assert len(ref.requests) == 2 and {r["max_tokens"] for r in ref.requests} == {16, 12}
+    with pytest.raises(EmotionLlamaError, match="its labels are generated"):
+        Predictor(model_dir=ckpt, vllm=VllmSpec(url), label_mode="score")
+    with pytest.raises(EmotionLlamaError, match="give a checkpoint"):
+        Predictor(vllm=VllmSpec(url))
+
+
 def test_micro_batcher_answers_requests_arriving_together_in_one_batch(predictor, clip, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

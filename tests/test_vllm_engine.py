@@ -212,3 +212,29 @@ def test_evaluate_cli_with_vllm_engine_writes_the_local_engines_predictions(tmp_
     assert quantized.exit_code != 0 and "vLLM loads its own weights" in quantized.output
     no_engine = runner.invoke(app, [*base, "-o", str(tmp_path / "y"), "--vllm-url", url])
     assert no_engine.exit_code != 0 and "are for --engine vllm" in no_engine.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "vllm", "--vllm-url", "http://127.0.0.1:9"], "give a checkpoint (--model)"),
+        (["--vllm-url", "http://127.0.0.1:9"], "are for --engine vllm"),
+        (["--engine", "vlm"], "--engine must be local or vllm"),
+        (["--model", "{ckpt}", "--engine", "vllm"], "needs --vllm-url"),
+        (
+            ["--model", "{ckpt}", "--engine", "vllm", "--vllm-url", "u", "--static-cache"],
+            "--static-cache is for",
+        ),
+    ],
+)
+def test_serve_refuses_vllm_options_that_cannot_work(tmp_path, tiny_config, args, message):
+    """Checked before the server starts (the model would load in the background)."""
+    from typer.testing import CliRunner
+
+    from emotion_llama.cli import app
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt") if "{ckpt}" in args else None
+    res = CliRunner().invoke(app, ["serve", *(str(ckpt) if a == "{ckpt}" else a for a in args)])
+    assert res.exit_code == 2 and message in res.stderr, res.output

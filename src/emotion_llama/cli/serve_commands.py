@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from emotion_llama.cli.common import (
     ModelDeviceOpt,
     ModelDtypeOpt,
     PresetOpt,
+    VllmLoraOpt,
+    VllmModelOpt,
+    VllmUrlOpt,
     _fail,
     _speech_options,
     app,
@@ -26,6 +29,9 @@ from emotion_llama.cli.common import (
     err_console,
 )
 from emotion_llama.errors import EmotionLlamaError
+
+if TYPE_CHECKING:
+    from emotion_llama.model.vllm_engine import VllmSpec
 
 
 @app.command("serve-llm")
@@ -107,6 +113,18 @@ def serve(
         str | None,
         typer.Option(envvar="EMOTION_LLAMA_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="Full model: who decodes, local (the model in this process) or vllm (vLLM decodes the "
+            "prompts the model computes: --vllm-url or --vllm-model; labels generated, greedy; pip "
+            "install 'emotion-llama\\[vllm]', a CUDA GPU).",
+        ),
+    ] = "local",
+    vllm_url: VllmUrlOpt = None,
+    vllm_model: VllmModelOpt = None,
+    vllm_lora: VllmLoraOpt = None,
 ) -> None:
     """Serve the predictor over HTTP: OpenAI-compatible /v1/chat/completions (streaming too),
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
@@ -128,6 +146,7 @@ def serve(
                 )
             require_bitsandbytes(quantization)
         _speech_options(language, asr_model)
+        vllm = _vllm_spec(engine, model, vllm_url, vllm_model, vllm_lora, static_cache, quantization)
         if model is not None:
             from emotion_llama.model.checkpoint import resolve_checkpoint
 
@@ -162,6 +181,7 @@ def serve(
                 max_new_tokens=max_new_tokens,
                 language=language,
                 asr_model=asr_model,
+                vllm=vllm,
             ),
             settings,
         )
@@ -171,3 +191,33 @@ def serve(
         err_console.print(f"[yellow]warning:[/] listening on {host} without an API key (--api-key)")
     console.print(f"serving on http://{host}:{port} (the model loads in the background; see /health)")
     serve_forever(app_, host=host, port=port)
+
+
+def _vllm_spec(
+    engine: str,
+    model: Path | None,
+    url: str | None,
+    name: str | None,
+    lora: str | None,
+    static_cache: bool,
+    quantization: str | None,
+) -> VllmSpec | None:
+    """serve's --engine and --vllm-* options, checked before the model loads in the background."""
+    from emotion_llama.model.vllm_engine import VllmSpec
+
+    kind = engine.strip().lower()
+    if kind not in ("local", "vllm"):
+        raise EmotionLlamaError(f"--engine must be local or vllm, not {engine!r}")
+    if kind == "local":
+        if url or name or lora:
+            raise EmotionLlamaError("--vllm-url, --vllm-model and --vllm-lora are for --engine vllm")
+        return None
+    if model is None:
+        raise EmotionLlamaError("--engine vllm decodes the full model's prompts: give a checkpoint (--model)")
+    if static_cache or quantization:
+        what = "--static-cache" if static_cache else f"--load-in-{quantization}"
+        raise EmotionLlamaError(f"{what} is for --engine local; vLLM runs its own decoding and weights")
+    spec = VllmSpec(url, name, lora)
+    if not url and not name:
+        spec.backend()  # says what is missing
+    return spec

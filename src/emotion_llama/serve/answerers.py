@@ -20,10 +20,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.prompts import LABELS
+
+if TYPE_CHECKING:
+    from emotion_llama.model.vllm_engine import Backend, VllmSpec
 
 Kind = Literal["clues", "model"]
 LabelMode = Literal["score", "generate"]
@@ -210,8 +213,11 @@ class ModelAnswerer:
         max_new_tokens: int | None = None,
         dtype: str | None = None,
         quantization: str | None = None,
+        vllm: VllmSpec | None = None,
     ) -> None:
-        """Loads the checkpoint, its tokenizer and the encoders. ``static_cache``: generate with
+        """Loads the checkpoint, its tokenizer and the encoders. ``vllm``: vLLM decodes the prompts
+        the model computes (:mod:`emotion_llama.model.vllm_engine`; labels generated, since vLLM
+        gives no label probabilities; no static cache, no quantization). ``static_cache``: generate with
         a preallocated KV cache (compiled on a GPU); ``max_new_tokens``: the reasoning length
         (``None``: the checkpoint's ``generation.max_new_tokens``); ``dtype``: the precision of the
         model and the encoders (``None``/auto: bfloat16 on a CUDA GPU that has it, float16 on other
@@ -224,6 +230,13 @@ class ModelAnswerer:
         from emotion_llama.model.tokenizer import load_tokenizer
         from emotion_llama.precision import torch_dtype
 
+        if vllm is not None and (label_mode == "score" or static_cache or quantization):
+            raise EmotionLlamaError(
+                "vLLM decodes greedily from its own weights: its labels are generated (label_mode "
+                "'generate'), without a static cache or 8/4-bit weights of the Hugging Face model"
+            )
+        # a server is asked before the model loads; vLLM in this process starts once it has
+        self.backend: Backend | None = vllm.backend() if vllm is not None and vllm.url else None
         self.model_dir = resolve_checkpoint(model_dir)
         self.device = device
         self.label_set = tuple(label_set)
@@ -237,13 +250,20 @@ class ModelAnswerer:
             self.model_dir, device=device, dtype=self.dtype, quantization=self.quantization
         )
         config = self.model.config
+        if vllm is not None:  # the decoder is vLLM's: freed before vLLM in this process takes the GPU
+            from emotion_llama.model.vllm_engine import drop_decoder
+
+            drop_decoder(self.model)
+            self.backend = self.backend or vllm.backend(self.model.llama_proj.weight.dtype)
         self.processor = EmotionLlamaProcessor(load_tokenizer(config), config)
         self.encoders = build_encoders(config, device=device, dtype=self.dtype)
         self.reason_tokens: int = (
             max_new_tokens if max_new_tokens is not None else config.generation.max_new_tokens
         )
         self.model_id = f"emotion-llama-{self.model_dir.name}"
-        self.backend_name = f"emotion-llama model {self.model_dir}"
+        self.backend_name = f"emotion-llama model {self.model_dir}" + (
+            f" (vLLM engine: {self.backend.name})" if self.backend is not None else ""
+        )
         self._label_scorer: Any = None
 
     def answer(self, clips: Sequence[Perceived], question: str | None) -> list[Analysis | EmotionLlamaError]:
@@ -322,15 +342,7 @@ class ModelAnswerer:
         if self.label_mode == "score":
             scored = self.scorer()(clips)
             return [s.label for s in scored], [dict(s.scores) for s in scored], [s.label for s in scored]
-        from emotion_llama.model.generation import Generator
-
-        answers = Generator(
-            self.model,
-            self.processor,
-            task="emotion",
-            max_new_tokens=16,
-            generate_kwargs=self.generate_kwargs,
-        )(clips)
+        answers = self.generator("emotion", None, 16)(clips)
         ls = self.label_set
         # The authors' rule falls back to neutral; with a set without it, an unparsed answer is None.
         fallback = "neutral" if "neutral" in ls else ""
@@ -339,17 +351,31 @@ class ModelAnswerer:
 
     def reason_clips(self, clips: Sequence[Any], question: str | None = None) -> list[str]:
         """The reasoning prompt (or ``question`` as the instruction) answered for each clip."""
+        return self.generator("reason", question, self.reason_tokens)(clips)
+
+    def generator(self, task: str, instruction: str | None, max_new_tokens: int) -> Any:
+        """Greedy answers to ``task``'s prompt: decoded here, or by vLLM."""
+        if self.backend is not None:
+            from emotion_llama.model.vllm_engine import VllmGenerator
+
+            return VllmGenerator(
+                self.model,
+                self.processor,
+                self.backend,
+                task=task,
+                instruction=instruction,
+                max_new_tokens=max_new_tokens,
+            )
         from emotion_llama.model.generation import Generator
 
-        gen = Generator(
+        return Generator(
             self.model,
             self.processor,
-            task="reason",
-            instruction=question,
-            max_new_tokens=self.reason_tokens,
+            task=task,
+            instruction=instruction,
+            max_new_tokens=max_new_tokens,
             generate_kwargs=self.generate_kwargs,
         )
-        return gen(clips)
 
     def scorer(self) -> Any:
         """The label scorer (one forward pass per batch), built on first use."""

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from emotion_llama.closing import Closeable
 from emotion_llama.config import EmotionLlamaConfig, load_config
@@ -46,6 +46,9 @@ from emotion_llama.serve.answerers import (
     Perceived,
 )
 from emotion_llama.serve.batching import MicroBatcher
+
+if TYPE_CHECKING:
+    from emotion_llama.model.vllm_engine import VllmSpec
 
 # Analysis, Event and MicroBatcher are imported from here (the serving app, the CLI, tests).
 __all__ = ["Analysis", "Event", "Kind", "LabelMode", "MicroBatcher", "Predictor"]
@@ -68,7 +71,7 @@ class Predictor(Closeable):
         device: str = "cpu",
         cache: Path | None = None,
         vlm: str | None = None,
-        label_mode: LabelMode = "score",
+        label_mode: LabelMode | None = None,
         transcribe: bool = True,
         static_cache: bool = False,
         llm_device: str | None = None,
@@ -80,6 +83,7 @@ class Predictor(Closeable):
         asr_model: str | None = None,
         label_set: Sequence[str] = LABELS,
         modalities: str | Sequence[str] | None = None,
+        vllm: VllmSpec | None = None,
     ) -> None:
         """``static_cache`` (full model): generate with a preallocated KV cache, which transformers
         compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead.
@@ -93,12 +97,21 @@ class Predictor(Closeable):
         ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
         speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels.
         ``modalities``: what clips are answered from by default (video, audio, text; ``None``: all;
-        :mod:`emotion_llama.modalities`); each call may choose others."""
+        :mod:`emotion_llama.modalities`); each call may choose others. ``label_mode``: ``score``
+        (the label the model gives the highest probability; the default) or ``generate`` (parsed
+        from its greedy answer; the default with ``vllm``, which decodes the full model's prompts,
+        :mod:`emotion_llama.model.vllm_engine`)."""
         from emotion_llama.model.checkpoint import resolve_checkpoint
         from emotion_llama.model.quantize import check_quantization
         from emotion_llama.perception.pipeline import Perceiver
         from emotion_llama.precision import check_dtype
 
+        if vllm is not None and not model_dir:
+            raise EmotionLlamaError(
+                "vLLM decodes the Emotion-LLaMA model's prompts: give a checkpoint (--model)"
+            )
+        if label_mode is None:
+            label_mode = "generate" if vllm is not None else "score"
         if label_mode not in ("score", "generate"):
             raise EmotionLlamaError(f"label_mode must be 'score' or 'generate', not {label_mode!r}")
         if max_new_tokens is not None and max_new_tokens < 1:
@@ -139,6 +152,7 @@ class Predictor(Closeable):
                 max_new_tokens=max_new_tokens,
                 dtype=dtype,
                 quantization=quantization,
+                vllm=vllm,
             )
             self.model = self.answerer.model
             config = self.model.config
