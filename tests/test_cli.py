@@ -58,6 +58,11 @@ def test_export_merged_cli(tmp_path, tiny_model):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x" / "llm" / "config.json").is_file()
     assert (tmp_path / "x" / "llm" / "tokenizer.json").is_file()
+    assert not (tmp_path / "x" / "adapter").exists()
+    res = runner.invoke(app, ["export-merged", str(folder), "--out", str(tmp_path / "y"), "--adapter"])
+    assert res.exit_code == 0, res.output
+    assert "rank 4: vLLM's --max-lora-rank" in res.output and "base LLM: base-llm" in res.output
+    assert (tmp_path / "y" / "adapter" / "adapter_config.json").is_file()
 
 
 def test_smoke_command_runs_end_to_end():

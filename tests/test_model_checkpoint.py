@@ -1,3 +1,4 @@
+import json
 import math
 import shutil
 import zipfile
@@ -347,3 +348,33 @@ def test_merged_export_logits_equal_adapter_logits(tmp_path, tiny_config, proces
     proj = load_file(out / "projections.safetensors")
     assert set(proj) == {k for k in trainable_state(model) if ".lora_" not in k}
     assert (out / "global_encoder.safetensors").is_file()
+
+
+def test_adapter_export_on_its_base_is_the_merged_llm(tmp_path, tiny_config):
+    """export-merged --adapter: PEFT's own loader puts OUT/adapter on OUT/base-llm and gets the
+    merged OUT/llm's logits (what `vllm serve BASE --enable-lora` computes), rank and targets
+    as the checkpoint's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = build_model(tiny_config)
+    load_trainable(model, convert_authors_state(authors_state(tiny_config, seed=6), tiny_config)[0], "x")
+    folder = save_pretrained(model.eval(), tmp_path / "ckpt")
+    out = export_merged(folder, tmp_path / "merged", adapter=True)
+    adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert adapter["r"] == tiny_config.lora.r and adapter["lora_alpha"] == tiny_config.lora.alpha
+    assert set(adapter["target_modules"]) == set(tiny_config.lora.target_modules)
+    assert adapter["bias"] == "none" and not adapter.get("modules_to_save")  # what vLLM's LoRA takes
+    info = json.loads((out / "config.json").read_text())["merged"]
+    assert info == {"llm": "llm", "lora_scale": tiny_config.lora.scale, "adapter": "adapter",
+                    "base_llm": "base-llm", "lora_rank": tiny_config.lora.r}  # fmt: skip
+    assert (out / "base-llm" / "tokenizer.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(out / "llm").eval()
+    base = AutoModelForCausalLM.from_pretrained(out / "base-llm").eval()
+    on_base = PeftModel.from_pretrained(base, out / "adapter").eval()
+    ids = torch.randint(3, tiny_config.llm.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b, plain = merged(ids).logits, on_base(ids).logits, on_base.get_base_model()
+        with on_base.disable_adapter():
+            c = plain(ids).logits
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4) and not torch.allclose(a, c, atol=1e-3)

@@ -189,14 +189,30 @@ def export_merged_cmd(
         Path, typer.Argument(help="A project checkpoint folder, a training run folder or its best/last file.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    adapter: Annotated[
+        bool,
+        typer.Option(
+            "--adapter",
+            help="Also write the LoRA as a PEFT adapter in OUT/adapter (and the base LLM in "
+            "OUT/base-llm when it has no source), for `vllm serve BASE --enable-lora`.",
+        ),
+    ] = False,
 ) -> None:
     """Merge LoRA into the LLM (W' = W + alpha/r * B @ A) and save it as a plain Hugging Face
-    model in OUT/llm (loadable by transformers alone), plus OUT/projections.safetensors."""
+    model in OUT/llm (loadable by transformers alone), plus OUT/projections.safetensors. vLLM
+    serves OUT/llm (`vllm serve OUT/llm --enable-prompt-embeds`; docs/serving.md)."""
     from emotion_llama.model.checkpoint import export_merged
 
     _out_folder("--out", out)
-    folder = export_merged(model_dir, out)
+    folder = export_merged(model_dir, out, adapter=adapter)
     console.print(f"wrote {folder}")
+    if adapter:
+        info = json.loads((folder / "config.json").read_text())["merged"]
+        console.print(
+            f"LoRA adapter in {folder / 'adapter'} (rank {info['lora_rank']}: vLLM's --max-lora-rank), "
+            f"base LLM: {info['base_llm']}",
+            highlight=False,
+        )
 
 
 @app.command()

@@ -364,11 +364,13 @@ def convert_authors_checkpoint(
 
 
 # -- merged export ------------------------------------------------------------------------------
-def export_merged(model_dir: str | Path, out_dir: str | Path) -> Path:
+def export_merged(model_dir: str | Path, out_dir: str | Path, *, adapter: bool = False) -> Path:
     """A checkpoint (folder, run folder or pointer) -> ``out/llm`` (a plain Hugging Face model
     with LoRA merged, loadable by ``transformers`` alone, with its tokenizer),
     ``out/projections.safetensors`` and ``out/config.json``; ``out/global_encoder.safetensors``
-    too when the ViT has no source."""
+    too when the ViT has no source. ``adapter``: also ``out/adapter``, the LoRA as a PEFT adapter
+    folder for servers that apply it to the base LLM at run time (``vllm serve BASE --enable-lora``),
+    and ``out/base-llm`` when the base LLM has no source of its own (random weights)."""
     from emotion_llama.model.tokenizer import load_tokenizer
 
     model = load_pretrained(model_dir)
@@ -398,5 +400,25 @@ def export_merged(model_dir: str | Path, out_dir: str | Path) -> Path:
         )
     info = config.to_dict()
     info["merged"] = {"llm": "llm", "lora_scale": config.lora.scale}
+    if adapter:
+        info["merged"].update(_export_adapter(model, base, out))
     (out / "config.json").write_text(json.dumps(portable_paths(info, out), indent=2) + "\n")
     return out
+
+
+def _export_adapter(model: EmotionLlama, base: dict[str, torch.Tensor], out: Path) -> dict[str, Any]:
+    """``out/adapter`` (PEFT's adapter_config.json + adapter_model.safetensors) and, for a base
+    without a source, ``out/base-llm``; returns what ``config.json`` records of them."""
+    from transformers import AutoModelForCausalLM
+
+    from emotion_llama.model.tokenizer import load_tokenizer
+
+    model.llm.save_pretrained(out / "adapter")
+    source = model.config.llm.name_or_path
+    if source is None:
+        base_config = copy.deepcopy(model.llm.get_base_model().config)
+        plain = AutoModelForCausalLM.from_config(base_config, dtype=next(model.llm.parameters()).dtype)
+        plain.load_state_dict(base, strict=True)
+        plain.save_pretrained(out / "base-llm")
+        load_tokenizer(model.config).save_pretrained(out / "base-llm")
+    return {"adapter": "adapter", "base_llm": source or "base-llm", "lora_rank": model.config.lora.r}
