@@ -238,3 +238,27 @@ def test_serve_refuses_vllm_options_that_cannot_work(tmp_path, tiny_config, args
     ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt") if "{ckpt}" in args else None
     res = CliRunner().invoke(app, ["serve", *(str(ckpt) if a == "{ckpt}" else a for a in args)])
     assert res.exit_code == 2 and message in res.stderr, res.output
+
+
+@pytest.mark.slow
+def test_benchmark_script_compares_the_engines_on_the_same_prompts() -> None:
+    """benchmarks/vllm_engine.py in its CPU mode (the reference server for vLLM): every row
+    timed, and the two engines give the same answers to the same prompts."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "vllm_engine.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--reference", "--batches", "1,3", "--repeats", "1", "--warmup", "0",
+         "--label-tokens", "4", "--reason-tokens", "8", "--dataset-size", "20"],
+        capture_output=True, text=True, timeout=600, cwd=script.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = re.findall(r"^\| (label|reason) \| (\d) \| (hf|vllm) \| .* \| (\d)/(\d) \|$", proc.stdout, re.M)
+    assert len(rows) == 8 and {(t, e) for t, _, e, _, _ in rows} == {
+        (t, e) for t in ("label", "reason") for e in ("hf", "vllm")
+    }
+    assert all(same == n for *_, same, n in rows)
+    assert "says nothing about vLLM" in proc.stdout
