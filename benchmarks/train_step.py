@@ -12,6 +12,7 @@ above, so every gain is attributed:
     +cached vit  the frozen ViT-g output read from the cache instead of run each step
     +batch B     B samples per step, batches of similar length (little padding)
     +fused adamw the fused AdamW kernel (CUDA only)
+    +compile     each LLM decoder layer through torch.compile (train.compile), with --compile
 
 Printed: samples/s, the speed-up over the authors' way and, on a GPU, the model FLOPs utilisation
 (4 x LLM parameters x real tokens per sample for a frozen base with LoRA, plus 2 x ViT parameters
@@ -33,6 +34,7 @@ import torch
 
 from emotion_llama.config import load_config
 from emotion_llama.model.builder import build_model
+from emotion_llama.train.engine import set_compiled_layers
 from emotion_llama.train.schedule import param_groups
 
 #: Dense bf16 tensor-core peaks (TFLOP/s) by device name fragment.
@@ -47,6 +49,7 @@ class Variant:
     attn: str
     cached_vit: bool
     fused_adamw: bool = False
+    compiled: bool = False
 
 
 def sample_lengths(n: int, prompt_mean: int, answer_mean: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -141,7 +144,9 @@ def run_variant(
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    for batch, _ in prepared[:2]:  # warm-up
+    if v.compiled:
+        set_compiled_layers(model, True)
+    for batch, _ in prepared[:2]:  # warm-up (and, compiled, the compilation)
         step(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -155,6 +160,8 @@ def run_variant(
         torch.cuda.synchronize()
     sec = time.perf_counter() - t0
     samples = steps * v.batch
+    if v.compiled:
+        set_compiled_layers(model, False)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
     return {"variant": v.name, "samples_per_s": samples / sec, "tokens": tokens, "sec": sec, "peak_gib": peak}
 
@@ -171,6 +178,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batches", default="8", help="batch sizes of the '+batch' rows, e.g. 8,16")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per row")
+    ap.add_argument("--compile", action="store_true", help="add the +compile row (compile time untimed)")
     ap.add_argument("--prompt-tokens", type=int, default=100)
     ap.add_argument("--answer-tokens", type=int, default=100)
     ap.add_argument("--peak-tflops", type=float, default=None)
@@ -201,6 +209,8 @@ def main() -> None:
     variants += [Variant(f"+batch {b}", b, low, "sdpa", True) for b in batches]
     if gpu:
         variants.append(Variant(f"+fused adamw (b{batches[-1]})", batches[-1], "bf16", "sdpa", True, True))
+    if args.compile:
+        variants.append(Variant(f"+compile (b{batches[-1]})", batches[-1], low, "sdpa", True, gpu, True))
     name = torch.cuda.get_device_name() if gpu else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
     rows = []

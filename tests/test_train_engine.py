@@ -252,6 +252,38 @@ def test_gradient_checkpointing_same_loss_and_grads(tmp_path: Path, synth: Any, 
         torch.testing.assert_close(w1[k], w0[k], atol=1e-6, rtol=0)
 
 
+# -- compiled decoder layers -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_compiled_layers_train_to_the_same_weights(tmp_path: Path, synth: Any, one_thread: None) -> None:
+    """train.compile: every decoder layer runs through inductor (one graph for the batches' varying
+    lengths), the weights after two optimiser steps equal the eager run's within float rounding,
+    and the caller's model comes back eager with the same state dict keys."""
+    from torch._dynamo.utils import counters
+
+    from emotion_llama.train.engine import compiled_layers
+
+    _, cfg, proc = synth
+    train_set, _ = _datasets(synth)
+
+    def run(on: bool) -> tuple[dict[str, torch.Tensor], torch.nn.Module]:
+        model = build_model(cfg)
+        tc = _tc(tmp_path / f"c{on}", epochs=1, iters_per_epoch=2, compile=on)
+        assert train(model, proc, train_set, tc)["step"] == 2
+        return _weights(model), model
+
+    torch._dynamo.reset()
+    counters.clear()
+    w0, eager = run(False)
+    w1, compiled = run(True)
+    layers = len(compiled.llm.get_base_model().model.layers)  # type: ignore[union-attr, operator, arg-type]
+    assert counters["stats"]["unique_graphs"] >= 1 and compiled_layers(compiled) == 0 < layers
+    assert set(compiled.state_dict()) == set(eager.state_dict())
+    for k in w0:
+        torch.testing.assert_close(w1[k], w0[k], atol=1e-5, rtol=1e-4)
+    with pytest.raises(TrainError, match=r"train\.compile compiles the plain LLM's layers.*train\.fsdp"):
+        _tc(tmp_path / "x", compile=True, fsdp=True).validate()
+
+
 # -- cached ViT ------------------------------------------------------------------------------------
 def test_vit_cache_same_losses_without_running_the_vit(tmp_path: Path, synth: Any, one_thread: None) -> None:
     _, cfg, proc = synth

@@ -50,6 +50,9 @@ class TrainConfig:
     log_with: LogWith = "tensorboard"
     #: Recompute the LLM's activations in the backward pass (less memory, ~30% more time).
     gradient_checkpointing: bool = False
+    #: Compile each of the LLM's decoder layers with ``torch.compile`` (inductor, dynamic shapes;
+    #: the first steps pay the compile time): the same loss and gradients within float rounding.
+    compile: bool = False
     #: Run the frozen ViT once per clip before training and train on its cached output.
     cache_vit: bool = False
     #: Shard the model over the processes of a DDP launch with PyTorch's FSDP2 (the project's own
@@ -92,6 +95,12 @@ class TrainConfig:
             raise TrainError(
                 "train.quantization (QLoRA) runs on one device per process: bitsandbytes weights "
                 "cannot be sharded by train.fsdp or train.deepspeed; drop one"
+            )
+        if self.compile and (self.fsdp or self.deepspeed or self.quantization):
+            other = next(f"train.{k}" for k in ("fsdp", "deepspeed", "quantization") if getattr(self, k))
+            raise TrainError(
+                f"train.compile compiles the plain LLM's layers (one device per process, DDP too); "
+                f"not with {other}: drop one"
             )
         if self.log_with not in LOG_WITH:
             raise TrainError(f"train.log_with must be one of {', '.join(LOG_WITH)}, not {self.log_with!r}")

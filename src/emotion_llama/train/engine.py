@@ -221,3 +221,25 @@ def gradient_checkpointing_on(model: EmotionLlama) -> bool:
     if hasattr(type(base), "is_activation_checkpointing"):
         return bool(base.is_activation_checkpointing)
     return bool(getattr(base, "is_gradient_checkpointing", False))
+
+
+def decoder_layers(model: EmotionLlama) -> Any:
+    llm = model.llm
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return base.model.layers
+
+
+def set_compiled_layers(model: EmotionLlama, on: bool) -> None:
+    """Each of the LLM's decoder layers compiled in place (``nn.Module.compile``: the parameter
+    names and the state dict stay as they are), or back to eager. Dynamic shapes: the batches'
+    lengths vary, and one compiled graph serves them all."""
+    for layer in decoder_layers(model):
+        if on:
+            layer.compile(dynamic=True)
+        else:
+            layer._compiled_call_impl = None  # what nn.Module.compile set
+
+
+def compiled_layers(model: EmotionLlama) -> int:
+    """How many of the LLM's decoder layers run compiled."""
+    return sum(getattr(layer, "_compiled_call_impl", None) is not None for layer in decoder_layers(model))

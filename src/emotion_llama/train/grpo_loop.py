@@ -545,6 +545,8 @@ def train_grpo(
     check_engine(cfg, accelerator)
     if engine_kind(accelerator, cfg) in SHARDED:
         raise TrainError("stage grpo samples with the full weights on every process: use DDP or ZeRO-2")
+    if cfg.compile:
+        raise TrainError("train.compile is for the supervised stages; stage grpo samples and trains eagerly")
     if cfg.deepspeed:
         raise TrainError(
             "stage grpo does not run on train.deepspeed (its steps go through accelerate): use DDP, or "

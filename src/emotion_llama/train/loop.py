@@ -64,6 +64,7 @@ from emotion_llama.train.engine import (
     make_accelerator,
     precision_dtype,
     prepare,
+    set_compiled_layers,
     set_gradient_checkpointing,
 )
 from emotion_llama.train.fsdp import set_gradient_sync
@@ -149,6 +150,8 @@ def train(
 
     if cfg.gradient_checkpointing:
         set_gradient_checkpointing(model, True)
+    if cfg.compile:
+        set_compiled_layers(model, True)
     train_data, val_data = _training_data(model, dataset, val_dataset, cfg, accelerator)
 
     engine_model, optimizer = prepare(accelerator, model, cfg)
@@ -208,6 +211,8 @@ def train(
         accelerator.unwrap_model(engine_model, keep_fp32_wrapper=False)
         if cfg.gradient_checkpointing:
             set_gradient_checkpointing(model, False)
+        if cfg.compile:
+            set_compiled_layers(model, False)
     summary = progress.summary(main)
     summary["warnings"] = _end_of_run_warnings(progress, cfg, val_dataset) if main else []
     return summary

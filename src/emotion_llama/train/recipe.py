@@ -16,7 +16,7 @@ A recipe file looks like this (every key optional; the defaults are SPEC 4's sta
     train: {epochs: 30, iters_per_epoch: 1000, batch_size: 1, grad_accum: 1, precision: fp32,
             seed: 42, weight_decay: 0.05, log_every: 50, device: cpu, num_workers: 0,
             save_every: null, keep_last: 2, log_with: tensorboard, gradient_checkpointing: false,
-            cache_vit: false, fsdp: false, deepspeed: null,
+            compile: false, cache_vit: false, fsdp: false, deepspeed: null,
             eval_metrics: false, eval_max_clips: 64}
     schedule: {kind: warmup_cosine, init_lr: 1.0e-5, min_lr: 1.0e-6, warmup_lr: 1.0e-6,
                warmup_steps: 1000, total_steps: null, per_epoch: true}
