@@ -480,3 +480,27 @@ def test_new_benchmarks_read_label_folders_and_refuse_missing_inputs_before_the_
 
 def _answer_sentiment(clips, data):
     return ["positive" if c.label == "positive" else "neutral" for c in clips]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("labels", ["score", "generate"])
+def test_evaluate_compile_gives_the_same_predictions(tmp_path, tiny_config, tiny_ckpt, labels):
+    """evaluate --compile: label scoring through torch.compile (inductor on the CPU too), or
+    generation with a static KV cache: the same outputs as the eager run, the report says so."""
+    from typer.testing import CliRunner
+
+    from emotion_llama.cli import app
+
+    data = tmp_path / "mer"
+    make_benchmark(data, tiny_config, 5)
+    base = ["evaluate", "-b", "mer2023", "-m", str(tiny_ckpt), "-d", str(data), "--batch-size", "2",
+            "--labels", labels, "--max-new-tokens", "6"]  # fmt: skip
+    runner = CliRunner()
+    outs = []
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        res = runner.invoke(app, [*base, "-o", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+        outs.append({r["name"]: r["output"] for r in read_predictions(tmp_path / name / "predictions.jsonl")})
+    assert outs[0] == outs[1] and len(outs[0]) == 5
+    assert "(compiled)" in (tmp_path / "compiled" / "report.md").read_text()
+    assert "(compiled)" not in (tmp_path / "eager" / "report.md").read_text()

@@ -147,6 +147,23 @@ def test_full_model_predictor_with_vllm_engine_answers_as_the_local_one(clip, tm
         Predictor(vllm=VllmSpec(url))
 
 
+def test_compiled_scoring_gives_the_eager_label_and_scores(clip, tmp_path, tiny_config):
+    """serve --compile: the label scorer's forwards through torch.compile (inductor on the CPU)."""
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+    from emotion_llama.serve.predictor import Predictor
+
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    results = []
+    for compiled in (False, True):
+        with Predictor(model_dir=ckpt, compile_scoring=compiled, max_new_tokens=4) as p:
+            assert (p.answerer.scorer()._llm is not p.model.llm) == compiled  # type: ignore[union-attr]
+            results.append(p.analyze(clip))
+    eager, compiled_ = results
+    assert compiled_.label == eager.label and eager.scores is not None and compiled_.scores is not None
+    assert compiled_.scores == pytest.approx(eager.scores, abs=1e-5)
+
+
 def test_micro_batcher_answers_requests_arriving_together_in_one_batch(predictor, clip, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -220,6 +220,11 @@ def test_evaluate_cli_with_vllm_engine_writes_the_local_engines_predictions(tmp_
         (["--engine", "vllm", "--vllm-url", "http://127.0.0.1:9"], "give a checkpoint (--model)"),
         (["--vllm-url", "http://127.0.0.1:9"], "are for --engine vllm"),
         (["--engine", "vlm"], "--engine must be local or vllm"),
+        (["--compile"], "--compile compiles the full model"),
+        (
+            ["--model", "{ckpt}", "--engine", "vllm", "--vllm-url", "u", "--compile"],
+            "--compile is for --engine local",
+        ),
         (["--model", "{ckpt}", "--engine", "vllm"], "needs --vllm-url"),
         (
             ["--model", "{ckpt}", "--engine", "vllm", "--vllm-url", "u", "--static-cache"],

@@ -260,6 +260,14 @@ ModelEngineOpt = Annotated[
         "--vllm-url or --vllm-model; greedy; pip install 'emotion-llama\\[vllm]', a CUDA GPU).",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="The model's label scoring through torch.compile and its generation with a static KV "
+        "cache (compiled on a GPU); the first batches pay the compile. Same answers.",
+    ),
+]
 VllmUrlOpt = Annotated[
     str | None,
     typer.Option(

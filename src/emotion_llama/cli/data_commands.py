@@ -13,6 +13,7 @@ from rich.table import Table
 
 from emotion_llama.cli.common import (
     AddressOpt,
+    CompileOpt,
     LoadIn4bitOpt,
     LoadIn8bitOpt,
     ModalitiesOpt,
@@ -283,6 +284,7 @@ def evaluate(
     vllm_url: VllmUrlOpt = None,
     vllm_model: VllmModelOpt = None,
     vllm_lora: VllmLoraOpt = None,
+    compile_model: CompileOpt = False,
     shard: ShardOpt = None,
 ) -> None:
     """Run a benchmark: greedy predictions written to OUT/predictions.jsonl as they come (a rerun
@@ -323,7 +325,7 @@ def evaluate(
         model, bench, engine, address, device,
         {"dtype": dtype, "max_new_tokens": max_new_tokens, "label_mode": labels,
          "modalities": modalities.split(",") if modalities else None, "quantization": quantization,
-         "vllm": VllmSpec(vllm_url, vllm_model, vllm_lora)},
+         "vllm": VllmSpec(vllm_url, vllm_model, vllm_lora), "compile": compile_model},
     )  # fmt: skip
     summary = run_predictions(
         bench,

@@ -9,6 +9,7 @@ import typer
 
 from emotion_llama.cli.common import (
     AsrModelOpt,
+    CompileOpt,
     FullModelOpt,
     LanguageOpt,
     LLMDtypeOpt,
@@ -88,6 +89,7 @@ def serve(
         bool,
         typer.Option(help="Full model: a preallocated KV cache (compiled decoding on a GPU)."),
     ] = False,
+    compile_model: CompileOpt = False,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait; more get 429.")] = 8,
     timeout_s: Annotated[
         float, typer.Option(help="Queue wait + analysis time per request; then 504.")
@@ -146,7 +148,13 @@ def serve(
                 )
             require_bitsandbytes(quantization)
         _speech_options(language, asr_model)
-        vllm = _vllm_spec(engine, model, vllm_url, vllm_model, vllm_lora, static_cache, quantization)
+        if compile_model and model is None:
+            raise EmotionLlamaError("--compile compiles the full model: give a checkpoint (--model)")
+        local_only = {"--static-cache": static_cache, "--compile": compile_model}
+        if quantization:
+            local_only[f"--load-in-{quantization}"] = True
+        flags = [k for k, on in local_only.items() if on]
+        vllm = _vllm_spec(engine, model, vllm_url, vllm_model, vllm_lora, flags)
         if model is not None:
             from emotion_llama.model.checkpoint import resolve_checkpoint
 
@@ -174,7 +182,8 @@ def serve(
                 model_dir=model,
                 llm=llm,
                 device=device,
-                static_cache=static_cache,
+                static_cache=static_cache or compile_model,
+                compile_scoring=compile_model,
                 llm_dtype=llm_dtype,
                 dtype=dtype,
                 quantization=quantization,
@@ -199,8 +208,7 @@ def _vllm_spec(
     url: str | None,
     name: str | None,
     lora: str | None,
-    static_cache: bool,
-    quantization: str | None,
+    local_only: list[str],
 ) -> VllmSpec | None:
     """serve's --engine and --vllm-* options, checked before the model loads in the background."""
     from emotion_llama.model.vllm_engine import VllmSpec
@@ -214,9 +222,10 @@ def _vllm_spec(
         return None
     if model is None:
         raise EmotionLlamaError("--engine vllm decodes the full model's prompts: give a checkpoint (--model)")
-    if static_cache or quantization:
-        what = "--static-cache" if static_cache else f"--load-in-{quantization}"
-        raise EmotionLlamaError(f"{what} is for --engine local; vLLM runs its own decoding and weights")
+    if local_only:
+        raise EmotionLlamaError(
+            f"{local_only[0]} is for --engine local; vLLM runs its own decoding and weights"
+        )
     spec = VllmSpec(url, name, lora)
     if not url and not name:
         spec.backend()  # says what is missing

@@ -505,6 +505,7 @@ def model_predict_fn(
     modalities: Sequence[str] | None = None,
     quantization: str | None = None,
     vllm: VllmSpec | None = None,
+    compile: bool = False,
 ) -> PredictFn:
     """Load an Emotion-LLaMA checkpoint once; answer clips from their frame, the authors'-layout
     features of their folder, and their subtitle (greedy decoding, as the published scores).
@@ -517,7 +518,8 @@ def model_predict_fn(
     always a label of the set (greedy answers outside it count as the default class).
     ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights.
     ``vllm``: vLLM decodes the prompts the model computes (:mod:`emotion_llama.model.vllm_engine`);
-    the model's own decoder layers are freed."""
+    the model's own decoder layers are freed. ``compile``: label scoring's forwards through
+    ``torch.compile``; generation with a static KV cache (which transformers compiles on a GPU)."""
     if label_mode not in ("generate", "score"):
         raise EmotionLlamaError(f"label mode must be 'generate' or 'score', not {label_mode!r}")
     if label_mode == "score" and spec.kind != "classification":
@@ -538,6 +540,8 @@ def model_predict_fn(
 
     chosen = parse_modalities(modalities)
     absent = absent_parts(chosen)
+    if compile and vllm is not None:
+        raise EmotionLlamaError("--compile is for the local engine; vLLM compiles its own decoding")
     backend = _vllm_server(vllm, label_mode, quantization)  # a server is asked before the model loads
 
     model = load_pretrained(
@@ -563,13 +567,21 @@ def model_predict_fn(
         from emotion_llama.model.scoring import LabelScorer
 
         scorer = LabelScorer(model, processor, labels=spec.labels, instruction=spec.instruction)
+        if compile:
+            scorer.compile()
 
         def gen(inputs: Sequence[ClipInput]) -> list[str]:
             return [s.label for s in scorer(inputs)]
 
     else:
+        static = {"cache_implementation": "static"} if compile else None
         gen = Generator(
-            model, processor, task=spec.task, instruction=spec.instruction, max_new_tokens=max_new_tokens
+            model,
+            processor,
+            task=spec.task,
+            instruction=spec.instruction,
+            max_new_tokens=max_new_tokens,
+            generate_kwargs=static,
         )
     dims = {
         "local": cfg.features.local_dim,
@@ -596,6 +608,8 @@ def model_predict_fn(
         suffix += f" ({check_quantization(quantization)} LLM weights)"
     if vllm is not None:
         suffix += f" (vLLM engine: {backend.name})"
+    if compile:
+        suffix += " (compiled)"
     predict.model_name = f"emotion-llama:{Path(model_dir).name}{suffix}"  # type: ignore[attr-defined]
     return predict
 

@@ -214,10 +214,12 @@ class ModelAnswerer:
         dtype: str | None = None,
         quantization: str | None = None,
         vllm: VllmSpec | None = None,
+        compile_scoring: bool = False,
     ) -> None:
         """Loads the checkpoint, its tokenizer and the encoders. ``vllm``: vLLM decodes the prompts
         the model computes (:mod:`emotion_llama.model.vllm_engine`; labels generated, since vLLM
-        gives no label probabilities; no static cache, no quantization). ``static_cache``: generate with
+        gives no label probabilities; no static cache, no quantization). ``compile_scoring``: label
+        scoring's forwards through ``torch.compile``. ``static_cache``: generate with
         a preallocated KV cache (compiled on a GPU); ``max_new_tokens``: the reasoning length
         (``None``: the checkpoint's ``generation.max_new_tokens``); ``dtype``: the precision of the
         model and the encoders (``None``/auto: bfloat16 on a CUDA GPU that has it, float16 on other
@@ -230,7 +232,7 @@ class ModelAnswerer:
         from emotion_llama.model.tokenizer import load_tokenizer
         from emotion_llama.precision import torch_dtype
 
-        if vllm is not None and (label_mode == "score" or static_cache or quantization):
+        if vllm is not None and (label_mode == "score" or static_cache or quantization or compile_scoring):
             raise EmotionLlamaError(
                 "vLLM decodes greedily from its own weights: its labels are generated (label_mode "
                 "'generate'), without a static cache or 8/4-bit weights of the Hugging Face model"
@@ -265,6 +267,7 @@ class ModelAnswerer:
             f" (vLLM engine: {self.backend.name})" if self.backend is not None else ""
         )
         self._label_scorer: Any = None
+        self.compile_scoring = compile_scoring
 
     def answer(self, clips: Sequence[Perceived], question: str | None) -> list[Analysis | EmotionLlamaError]:
         """The clips through the encoders, then the model in one batch. The feature parts a clip
@@ -383,4 +386,6 @@ class ModelAnswerer:
             from emotion_llama.model.scoring import LabelScorer
 
             self._label_scorer = LabelScorer(self.model, self.processor, labels=self.label_set)
+            if self.compile_scoring:
+                self._label_scorer.compile()
         return self._label_scorer

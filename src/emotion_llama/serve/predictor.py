@@ -84,9 +84,11 @@ class Predictor(Closeable):
         label_set: Sequence[str] = LABELS,
         modalities: str | Sequence[str] | None = None,
         vllm: VllmSpec | None = None,
+        compile_scoring: bool = False,
     ) -> None:
         """``static_cache`` (full model): generate with a preallocated KV cache, which transformers
         compiles on a GPU (the decoding step as CUDA graphs); same text, less per-token overhead.
+        ``compile_scoring`` (full model): label scoring's forwards through ``torch.compile``.
 
         ``llm_device``/``llm_dtype``: where and in which precision a local clue-pipeline LLM runs
         (default: ``device``, and the device's default dtype); ``dtype``: the full model's and its
@@ -153,6 +155,7 @@ class Predictor(Closeable):
                 dtype=dtype,
                 quantization=quantization,
                 vllm=vllm,
+                compile_scoring=compile_scoring,
             )
             self.model = self.answerer.model
             config = self.model.config
