@@ -135,6 +135,11 @@ def test_server_engine_answers_as_hugging_face(lora_model, processor, reference,
     assert reason == hf_reason and label == hf_label and any(reason)
     last = ref.requests[-1]
     assert last["max_tokens"] == 6 and len(last["prompt_embeds"]) == 5 and last["return_token_ids"]
+    # a batch larger than one request's share: requests of 2, 2 and 1 in flight together, in order
+    before = len(ref.requests)
+    split = VllmServer(url, max_prompts=2, concurrency=3)
+    assert VllmGenerator(light, processor, split, task="emotion", max_new_tokens=6)(clips) == hf_label
+    assert sorted(len(r["prompt_embeds"]) for r in ref.requests[before:]) == [1, 2, 2]
 
 
 def test_server_problems_are_named(lora_model, processor, reference):
