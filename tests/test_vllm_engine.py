@@ -272,3 +272,32 @@ def test_benchmark_script_compares_the_engines_on_the_same_prompts() -> None:
     }
     assert all(same == n for *_, same, n in rows)
     assert "says nothing about vLLM" in proc.stdout
+
+
+def test_vllm_in_this_process_without_vllm_says_how_to_install_it(tmp_path, tiny_config):
+    """evaluate and serve name the extra to install (serve before its background load starts)."""
+    from typer.testing import CliRunner
+
+    from emotion_llama.cli import app
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    ckpt = str(save_pretrained(build_model(tiny_config), tmp_path / "ckpt"))
+    data = tmp_path / "mer"
+    from test_evaluate import make_benchmark
+
+    make_benchmark(data, tiny_config, 2)
+    runner = CliRunner()
+    out = str(tmp_path / "o")
+    evaluate = runner.invoke(app, ["evaluate", "-b", "mer2023", "-m", ckpt, "-d", str(data), "-o", out,
+                                   "--engine", "vllm", "--vllm-model", "merged/llm"])  # fmt: skip
+    serve = runner.invoke(app, ["serve", "-m", ckpt, "--engine", "vllm", "--vllm-model", "merged/llm"])
+    for res in (evaluate, serve):
+        assert res.exit_code != 0 and "pip install 'emotion-llama[vllm]'" in res.output, res.output
+    assert not (tmp_path / "o" / "predictions.jsonl").exists()

@@ -7,6 +7,7 @@ The commands live in one module per area (model, media, analyze, serve, data) ov
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -33,6 +34,11 @@ __all__ = ["CSV_COLUMNS", "_csv_row", "_load_config", "_speech_options", "app", 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # bitsandbytes 0.50 on AVX512-BF16 CPUs (imported by peft on every model load) warns that the
+    # optional `kernels` package (a hub download) is missing, then uses its own CPU kernel.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: not record.getMessage().startswith("Failed to load CPU gemm_4bit_forward")
+    )
     for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 prints escaped, never fails
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:

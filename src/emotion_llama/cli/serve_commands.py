@@ -227,6 +227,10 @@ def _vllm_spec(
             f"{local_only[0]} is for --engine local; vLLM runs its own decoding and weights"
         )
     spec = VllmSpec(url, name, lora)
-    if not url and not name:
-        spec.backend()  # says what is missing
+    if not url:
+        if not name:
+            spec.backend()  # says what is missing
+        from emotion_llama.model.vllm_engine import import_vllm
+
+        import_vllm()  # vLLM in this process: installed, before the model loads in the background
     return spec

@@ -629,4 +629,11 @@ def _vllm_server(vllm: VllmSpec | None, label_mode: str, quantization: str | Non
             f"--load-in-{quantization} quantizes the Hugging Face model; vLLM loads its own weights "
             "(its own quantization: `vllm serve ... --quantization`)"
         )
-    return vllm.backend() if vllm.url else None
+    if vllm.url:
+        return vllm.backend()
+    if not vllm.model:
+        vllm.backend()  # says what is missing
+    from emotion_llama.model.vllm_engine import import_vllm
+
+    import_vllm()  # vLLM in this process: installed, before the model loads
+    return None
