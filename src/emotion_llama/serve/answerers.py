@@ -235,7 +235,8 @@ class ModelAnswerer:
         if vllm is not None and (label_mode == "score" or static_cache or quantization or compile_scoring):
             raise EmotionLlamaError(
                 "vLLM decodes greedily from its own weights: its labels are generated (label_mode "
-                "'generate'), without a static cache or 8/4-bit weights of the Hugging Face model"
+                "'generate'), without a static cache, compiled scoring or 8/4-bit weights of the "
+                "Hugging Face model"
             )
         # a server is asked before the model loads; vLLM in this process starts once it has
         self.backend: Backend | None = vllm.backend() if vllm is not None and vllm.url else None
