@@ -208,10 +208,13 @@ def export_merged_cmd(
     console.print(f"wrote {folder}")
     if adapter:
         info = json.loads((folder / "config.json").read_text())["merged"]
+        written = folder / info["base_llm"]  # the base written beside, or the source it came from
+        base = written if written.is_dir() else info["base_llm"]
         console.print(
             f"LoRA adapter in {folder / 'adapter'} (rank {info['lora_rank']}: vLLM's --max-lora-rank), "
-            f"base LLM: {info['base_llm']}",
+            f"base LLM: {base}",
             highlight=False,
+            soft_wrap=True,  # paths to copy, whole
         )
 
 
