@@ -37,7 +37,7 @@ from serve_model import setup
 from timing import median_seconds
 
 from emotion_llama.model.generation import ClipInput, Generator
-from emotion_llama.model.vllm_engine import VllmGenerator, VllmOffline, VllmServer
+from emotion_llama.model.vllm_engine import VllmGenerator, VllmOffline, VllmServer, dtype_name
 from emotion_llama.precision import torch_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,7 @@ def backend_for(args: argparse.Namespace, model: Any, processor: Any, tmp: Path)
 
     ckpt = Path(args.checkpoint) if args.checkpoint else save_pretrained(model, tmp / "ckpt")
     merged = export_merged(ckpt, tmp / "merged")
-    names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-    dtype = names[model.llama_proj.weight.dtype]
+    dtype = dtype_name(model.llama_proj.weight.dtype)
     return VllmOffline(merged / "llm", dtype=dtype, gpu_memory_utilization=args.gpu_memory_share), None
 
 

@@ -227,10 +227,6 @@ def _vllm_spec(
             f"{local_only[0]} is for --engine local; vLLM runs its own decoding and weights"
         )
     spec = VllmSpec(url, name, lora)
-    if not url:
-        if not name:
-            spec.backend()  # says what is missing
-        from emotion_llama.model.vllm_engine import import_vllm
-
-        import_vllm()  # vLLM in this process: installed, before the model loads in the background
+    if not url:  # vLLM in this process: its options and package checked before the background load
+        spec.before_load()
     return spec

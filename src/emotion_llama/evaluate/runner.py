@@ -542,7 +542,7 @@ def model_predict_fn(
     absent = absent_parts(chosen)
     if compile and vllm is not None:
         raise EmotionLlamaError("--compile is for the local engine; vLLM compiles its own decoding")
-    backend = _vllm_server(vllm, label_mode, quantization)  # a server is asked before the model loads
+    backend = _vllm_before_load(vllm, label_mode, quantization)
 
     model = load_pretrained(
         model_dir, device=device, dtype=torch_dtype(dtype, device), quantization=quantization
@@ -550,11 +550,10 @@ def model_predict_fn(
     cfg = model.config
     processor = EmotionLlamaProcessor(load_tokenizer(cfg), cfg)
     gen: Any
-    if vllm is not None:  # the decoder is vLLM's: freed here before vLLM in this process takes the GPU
-        from emotion_llama.model.vllm_engine import VllmGenerator, drop_decoder
+    if vllm is not None:
+        from emotion_llama.model.vllm_engine import VllmGenerator
 
-        drop_decoder(model)
-        backend = backend or vllm.backend(model.llama_proj.weight.dtype)
+        backend = vllm.after_load(model, backend)
         gen = VllmGenerator(
             model,
             processor,
@@ -614,9 +613,9 @@ def model_predict_fn(
     return predict
 
 
-def _vllm_server(vllm: VllmSpec | None, label_mode: str, quantization: str | None) -> Backend | None:
-    """What ``vllm`` cannot be combined with, refused before any loading; the server it names,
-    connected (``None``: no vLLM, or vLLM in this process, started once the model is loaded)."""
+def _vllm_before_load(vllm: VllmSpec | None, label_mode: str, quantization: str | None) -> Backend | None:
+    """What ``vllm`` cannot be combined with, refused before any loading, then
+    :meth:`VllmSpec.before_load` (``None``: no vLLM, or vLLM in this process, started later)."""
     if vllm is None:
         return None
     if label_mode == "score":
@@ -629,11 +628,4 @@ def _vllm_server(vllm: VllmSpec | None, label_mode: str, quantization: str | Non
             f"--load-in-{quantization} quantizes the Hugging Face model; vLLM loads its own weights "
             "(its own quantization: `vllm serve ... --quantization`)"
         )
-    if vllm.url:
-        return vllm.backend()
-    if not vllm.model:
-        vllm.backend()  # says what is missing
-    from emotion_llama.model.vllm_engine import import_vllm
-
-    import_vllm()  # vLLM in this process: installed, before the model loads
-    return None
+    return vllm.before_load()

@@ -294,8 +294,29 @@ class VllmSpec:
                 "--engine vllm needs --vllm-url (a running `vllm serve ... --enable-prompt-embeds`) "
                 "or --vllm-model (the merged export's llm/ folder for vLLM in this process)"
             )
-        names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-        return VllmOffline(self.model, dtype=names.get(dtype, "auto") if dtype else "auto", lora=self.lora)
+        return VllmOffline(self.model, dtype=dtype_name(dtype), lora=self.lora)
+
+    def before_load(self) -> Backend | None:
+        """What can be checked before the checkpoint loads: a server, connected; for vLLM in this
+        process, the options and the package (it starts in :meth:`after_load`)."""
+        if self.url:
+            return self.backend()
+        if not self.model:
+            self.backend()  # says what is missing
+        import_vllm()
+        return None
+
+    def after_load(self, model: EmotionLlama, early: Backend | None) -> Backend:
+        """The model's decoder freed (vLLM has its own), then the engine: ``early``'s server, or
+        vLLM in this process in the model's dtype, on the GPU memory just freed."""
+        drop_decoder(model)
+        return early or self.backend(model.llama_proj.weight.dtype)
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """vLLM's ``dtype`` argument for a torch dtype (``auto``: the model folder's own)."""
+    names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+    return names.get(dtype, "auto") if dtype is not None else "auto"
 
 
 def drop_decoder(model: EmotionLlama) -> EmotionLlama:

@@ -238,8 +238,7 @@ class ModelAnswerer:
                 "'generate'), without a static cache, compiled scoring or 8/4-bit weights of the "
                 "Hugging Face model"
             )
-        # a server is asked before the model loads; vLLM in this process starts once it has
-        self.backend: Backend | None = vllm.backend() if vllm is not None and vllm.url else None
+        self.backend: Backend | None = vllm.before_load() if vllm is not None else None
         self.model_dir = resolve_checkpoint(model_dir)
         self.device = device
         self.label_set = tuple(label_set)
@@ -253,11 +252,8 @@ class ModelAnswerer:
             self.model_dir, device=device, dtype=self.dtype, quantization=self.quantization
         )
         config = self.model.config
-        if vllm is not None:  # the decoder is vLLM's: freed before vLLM in this process takes the GPU
-            from emotion_llama.model.vllm_engine import drop_decoder
-
-            drop_decoder(self.model)
-            self.backend = self.backend or vllm.backend(self.model.llama_proj.weight.dtype)
+        if vllm is not None:
+            self.backend = vllm.after_load(self.model, self.backend)
         self.processor = EmotionLlamaProcessor(load_tokenizer(config), config)
         self.encoders = build_encoders(config, device=device, dtype=self.dtype)
         self.reason_tokens: int = (
