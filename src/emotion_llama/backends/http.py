@@ -24,7 +24,8 @@ class HTTPFailure(EmotionLlamaError):
         self.status = status
 
 
-def _headers(api_key: str | None, accept: str = "application/json") -> dict[str, str]:
+def json_headers(api_key: str | None, accept: str = "application/json") -> dict[str, str]:
+    """A JSON request's headers, with the bearer key when there is one."""
     headers = {"Content-Type": "application/json", "Accept": accept}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -33,7 +34,7 @@ def _headers(api_key: str | None, accept: str = "application/json") -> dict[str,
 
 def get_json(url: str, *, api_key: str | None = None, timeout: float = 30.0) -> Any:
     """``GET url`` as JSON, once (a probe: the caller says what it was looking for)."""
-    req = urllib.request.Request(url, headers=_headers(api_key), method="GET")
+    req = urllib.request.Request(url, headers=json_headers(api_key), method="GET")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read().decode("utf-8"))
@@ -61,7 +62,7 @@ def post_json(
     status: int | None = None
     last = ""
     for attempt in range(retries + 1):
-        req = urllib.request.Request(url, data=body, headers=_headers(api_key), method="POST")
+        req = urllib.request.Request(url, data=body, headers=json_headers(api_key), method="POST")
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return json.loads(resp.read().decode("utf-8"))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from emotion_llama.backends.http import HTTPFailure, post_json
+from emotion_llama.backends.http import HTTPFailure, json_headers, post_json
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.tokenizer import batch_decode
 from emotion_llama.precision import check_dtype, resolve_dtype
@@ -234,10 +234,8 @@ class OpenAIChatLLM:
         body = json.dumps(
             {"model": self.model, "messages": conversation, **params.key(), "stream": True}
         ).encode()
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         url = f"{self.base_url}/chat/completions"
+        headers = json_headers(self.api_key, accept="text/event-stream")
         req = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             resp = urllib.request.urlopen(req, timeout=self.timeout)
