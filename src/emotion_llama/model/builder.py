@@ -29,7 +29,7 @@ from emotion_llama.model.keys import (
 from emotion_llama.model.modeling import EmotionLlama, GlobalEncoder
 from emotion_llama.model.quantize import (
     bnb_config,
-    check_quantization,
+    check_trainable_quantization,
     dequantized_state_dict,
     quantization_of,
     quantize_linears,
@@ -168,7 +168,7 @@ def build_model(
     ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes int8/NF4, LoRA
     on top of them (QLoRA); everything else stays in ``dtype``."""
     config.validate()
-    quantization = check_quantization(quantization)
+    quantization = check_trainable_quantization(quantization)  # fp8: load_pretrained's
     on_meta = torch.device(device).type == "meta"
     if on_meta:
         pretrained = False

@@ -38,6 +38,7 @@ from emotion_llama.model.builder import (
     load_vision_weights,
     resolve_llm_sizes,
 )
+from emotion_llama.model.fp8 import check_fp8_device, to_fp8
 from emotion_llama.model.keys import (
     PROJECTIONS,
     check_trainable_state,
@@ -51,6 +52,7 @@ from emotion_llama.model.keys import (
     to_module_key,
 )
 from emotion_llama.model.modeling import EmotionLlama
+from emotion_llama.model.quantize import check_quantization
 from emotion_llama.weights import read_safetensors, read_torch_file, write_safetensors
 
 # The key functions are part of this module's interface too (the CLI and users import them here).
@@ -278,7 +280,9 @@ def load_pretrained(
     """Build the model a checkpoint describes and load its weights strictly. ``model_dir``: a
     checkpoint folder, a run folder or a pointer file (:func:`resolve_checkpoint`).
     ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes, quantized on
-    ``device`` itself (:mod:`emotion_llama.model.quantize`)."""
+    ``device`` itself (:mod:`emotion_llama.model.quantize`); ``fp8``: loaded in ``dtype``, then LoRA
+    merged and the LLM's linear layers in FP8 on ``device`` (:mod:`emotion_llama.model.fp8`,
+    inference only)."""
     root = resolve_checkpoint(model_dir)
     config = EmotionLlamaConfig.from_json(root / CONFIG_FILE)
     state = read_safetensors(root / WEIGHTS_FILE)
@@ -296,6 +300,10 @@ def load_pretrained(
         )
     config = resolve_llm_sizes(config)
     check_trainable_state(state, config, root / WEIGHTS_FILE)
+    fp8 = check_quantization(quantization) == "fp8"
+    if fp8:
+        check_fp8_device(device, dtype)  # before any loading
+        quantization = None
     try:
         if quantization is not None:  # bitsandbytes quantizes on the device the weights move to
             model = build_model(
@@ -306,7 +314,10 @@ def load_pretrained(
     except RuntimeError as exc:
         raise CheckpointError(root / FROZEN_FILE, f"does not fit the config: {exc}") from None
     load_trainable(model, state, root / WEIGHTS_FILE)
-    return model.to(device)
+    model = model.to(device)
+    if fp8:
+        to_fp8(model)
+    return model
 
 
 #: ``repoint`` options -> the config fields they set.

@@ -14,6 +14,10 @@ dtype. Two routes give the same modules:
 bitsandbytes >= 0.45 also runs on the CPU (its CPU backend), which is how the tests check both
 routes; the memory it saves matters on a GPU. :func:`weight_bytes` estimates the weights' memory
 of a config for each mode (the figures in ``docs/training.md``).
+
+``fp8`` (inference only, :mod:`emotion_llama.model.fp8`) is the third name the inference commands
+accept: e4m3 weights and activations through ``torch._scaled_mm``, LoRA merged first; it needs no
+bitsandbytes, and training refuses it (there is no backward).
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ if TYPE_CHECKING:
     from emotion_llama.model.modeling import EmotionLlama
 
 #: Accepted quantization names (and short forms) -> the canonical one.
-QUANTIZATIONS: dict[str, str] = {"8bit": "8bit", "int8": "8bit", "4bit": "4bit", "nf4": "4bit"}
+QUANTIZATIONS: dict[str, str] = {
+    "8bit": "8bit", "int8": "8bit", "4bit": "4bit", "nf4": "4bit", "fp8": "fp8", "float8": "fp8",
+}  # fmt: skip
+#: The bitsandbytes modes: what QLoRA trains on (``fp8`` is for inference only).
+BNB_QUANTIZATIONS = ("8bit", "4bit")
+#: Each mode's command-line flag.
+FLAGS = {"8bit": "--load-in-8bit", "4bit": "--load-in-4bit", "fp8": "--fp8"}
 
 #: Modules never quantized: the output head decides every label and token (HF skips it too).
 SKIP_MODULES: tuple[str, ...] = ("lm_head",)
@@ -42,21 +52,39 @@ INSTALL_HINT = "install it with `pip install 'emotion-llama[quantize]'` (bitsand
 
 
 def check_quantization(quantization: str | None) -> str | None:
-    """The canonical name of ``quantization`` (``8bit``, ``4bit``); ``None`` for none/``None``.
+    """The canonical name of ``quantization`` (``8bit``, ``4bit``, ``fp8``); ``None`` for none/``None``.
     Any other name is refused with the accepted ones."""
     if quantization is None or quantization.strip().lower() in ("", "none", "no", "off"):
         return None
     name = QUANTIZATIONS.get(quantization.strip().lower())
     if name is None:
-        raise ConfigError(f"unknown quantization {quantization!r}: use none, 8bit or 4bit")
+        raise ConfigError(f"unknown quantization {quantization!r}: use none, 8bit, 4bit or fp8")
     return name
 
 
-def quantization_flags(load_in_8bit: bool, load_in_4bit: bool) -> str | None:
-    """The quantization the ``--load-in-8bit``/``--load-in-4bit`` flags ask for (at most one)."""
-    if load_in_8bit and load_in_4bit:
-        raise EmotionLlamaError("--load-in-8bit and --load-in-4bit exclude each other: choose one")
-    return "8bit" if load_in_8bit else "4bit" if load_in_4bit else None
+def quantization_flags(load_in_8bit: bool, load_in_4bit: bool, fp8: bool = False) -> str | None:
+    """The quantization the ``--load-in-8bit``/``--load-in-4bit``/``--fp8`` flags ask for (at most
+    one)."""
+    chosen = [q for q, on in (("8bit", load_in_8bit), ("4bit", load_in_4bit), ("fp8", fp8)) if on]
+    if len(chosen) > 1:
+        raise EmotionLlamaError(f"{' and '.join(FLAGS[q] for q in chosen)} exclude each other: choose one")
+    return chosen[0] if chosen else None
+
+
+def flag_of(quantization: str) -> str:
+    """The command-line flag that asks for ``quantization`` (``--load-in-4bit``, ``--fp8``)."""
+    return FLAGS[check_quantization(quantization) or quantization]
+
+
+def check_trainable_quantization(quantization: str | None) -> str | None:
+    """:func:`check_quantization` for training (QLoRA): bitsandbytes modes only."""
+    name = check_quantization(quantization)
+    if name == "fp8":
+        raise ConfigError(
+            "fp8 is an inference mode (FP8 matmuls, no backward, LoRA merged): QLoRA trains on "
+            "8bit or 4bit weights"
+        )
+    return name
 
 
 def require_bitsandbytes(quantization: str) -> Any:
@@ -147,9 +175,12 @@ def _mark_quantized(llm: nn.Module, quantization: str) -> None:
 
 
 def quantization_of(module: nn.Module) -> str | None:
-    """``8bit``/``4bit`` when ``module`` holds bitsandbytes linear layers, else ``None``."""
+    """``8bit``/``4bit`` when ``module`` holds bitsandbytes linear layers, ``fp8`` when it holds
+    FP8 ones, else ``None``."""
     for m in module.modules():
         kind = type(m).__name__
+        if kind == "Fp8Linear":
+            return "fp8"
         if kind.startswith("Linear8bitLt"):
             return "8bit"
         if kind.startswith("Linear4bit"):
@@ -229,6 +260,8 @@ def weight_bytes(model: EmotionLlama, quantization: str | None, *, dtype_bytes: 
 def _layer_bytes(n: int, rows: int, quantization: str | None, dtype_bytes: int) -> int:
     """One linear layer's weight memory: ``n`` weights over ``rows`` output rows."""
     if quantization == "8bit":  # int8 weights + one float32 scale (SCB) per row
+        return n + 4 * rows
+    if quantization == "fp8":  # e4m3 weights + one float32 scale per row
         return n + 4 * rows
     if quantization == "4bit":  # NF4 nibbles, uint8 absmax per 64 weights, float32 per 256 absmax
         blocks = -(-n // 64)

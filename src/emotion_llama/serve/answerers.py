@@ -224,7 +224,8 @@ class ModelAnswerer:
         (``None``: the checkpoint's ``generation.max_new_tokens``); ``dtype``: the precision of the
         model and the encoders (``None``/auto: bfloat16 on a CUDA GPU that has it, float16 on other
         CUDA GPUs, float32 on the CPU; :mod:`emotion_llama.precision`); ``quantization``
-        (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes (:mod:`emotion_llama.model.quantize`)."""
+        (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes (:mod:`emotion_llama.model.quantize`);
+        ``fp8``: in FP8 matmuls, LoRA merged (:mod:`emotion_llama.model.fp8`)."""
         from emotion_llama.encoders.models import build_encoders
         from emotion_llama.model.checkpoint import load_pretrained, resolve_checkpoint
         from emotion_llama.model.processor import EmotionLlamaProcessor
@@ -235,8 +236,8 @@ class ModelAnswerer:
         if vllm is not None and (label_mode == "score" or static_cache or quantization or compile_scoring):
             raise EmotionLlamaError(
                 "vLLM decodes greedily from its own weights: its labels are generated (label_mode "
-                "'generate'), without a static cache, compiled scoring or 8/4-bit weights of the "
-                "Hugging Face model"
+                "'generate'), without a static cache, compiled scoring or 8/4-bit/FP8 weights "
+                "of the Hugging Face model"
             )
         self.backend: Backend | None = vllm.before_load() if vllm is not None else None
         self.model_dir = resolve_checkpoint(model_dir)
@@ -246,7 +247,7 @@ class ModelAnswerer:
         self.generate_kwargs: dict[str, Any] = {"cache_implementation": "static"} if static_cache else {}
         #: The precision the model and the encoders run in.
         self.dtype = torch_dtype(dtype, device)
-        #: ``8bit``/``4bit`` when the LLM's linear layers are quantized, else ``None``.
+        #: ``8bit``/``4bit``/``fp8`` when the LLM's linear layers are quantized, else ``None``.
         self.quantization = check_quantization(quantization)
         self.model: Any = load_pretrained(
             self.model_dir, device=device, dtype=self.dtype, quantization=self.quantization

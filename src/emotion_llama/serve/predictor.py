@@ -93,8 +93,8 @@ class Predictor(Closeable):
         ``llm_device``/``llm_dtype``: where and in which precision a local clue-pipeline LLM runs
         (default: ``device``, and the device's default dtype); ``dtype``: the full model's and its
         encoders' (the same default: bfloat16 on a CUDA GPU that has it, float32 on the CPU);
-        ``quantization`` (``8bit``/``4bit``, full model only): its LLM in bitsandbytes weights.
-        ``max_new_tokens``: the reasoning
+        ``quantization`` (``8bit``/``4bit``, full model only): its LLM in bitsandbytes weights; ``fp8``:
+        in FP8 matmuls. ``max_new_tokens``: the reasoning
         length (the clue pipeline's LLM, or the full model's ``generation.max_new_tokens``).
         ``language`` (a Whisper code, ``"auto"`` to detect) and ``asr_model`` replace the config's
         speech recognition settings; ``None`` keeps them. ``label_set``: the candidate labels.

@@ -85,10 +85,10 @@ class TrainConfig:
             raise TrainError(f"train.precision must be fp32, bf16 or fp16, not {self.precision!r}")
         if self.fsdp and self.deepspeed:
             raise TrainError("train.fsdp and train.deepspeed are two engines: choose one")
-        from emotion_llama.model.quantize import check_quantization
+        from emotion_llama.model.quantize import check_trainable_quantization
 
         try:
-            self.quantization = check_quantization(self.quantization)
+            self.quantization = check_trainable_quantization(self.quantization)
         except EmotionLlamaError as exc:
             raise TrainError(f"train.quantization: {exc}") from None
         if self.quantization and (self.fsdp or self.deepspeed):
