@@ -175,6 +175,15 @@ LoadIn4bitOpt = Annotated[
         "docs/serving.md lists the memory).",
     ),
 ]
+Fp8Opt = Annotated[
+    bool,
+    typer.Option(
+        "--fp8",
+        help="The LLM of --model with FP8 matmuls (e4m3 weights and activations, per-row scales, "
+        "LoRA merged first; inference only). Needs a GPU of compute capability 8.9+ (Ada, Hopper) "
+        "and bfloat16; runs on the CPU too, slowly. Labels within FP8 rounding (docs/serving.md).",
+    ),
+]
 MaxNewTokensOpt = Annotated[
     int | None,
     typer.Option(

@@ -14,6 +14,7 @@ from rich.table import Table
 from emotion_llama.cli.common import (
     AddressOpt,
     CompileOpt,
+    Fp8Opt,
     LoadIn4bitOpt,
     LoadIn8bitOpt,
     ModalitiesOpt,
@@ -248,6 +249,7 @@ def evaluate(
     dtype: ModelDtypeOpt = None,
     load_in_8bit: LoadIn8bitOpt = False,
     load_in_4bit: LoadIn4bitOpt = False,
+    fp8: Fp8Opt = False,
     max_new_tokens: Annotated[int | None, typer.Option(help="Default: the config's (500).")] = None,
     labels: Annotated[
         str,
@@ -313,7 +315,7 @@ def evaluate(
     from emotion_llama.precision import check_dtype
 
     check_dtype(dtype, "model")
-    quantization = quantization_flags(load_in_8bit, load_in_4bit)
+    quantization = quantization_flags(load_in_8bit, load_in_4bit, fp8)
     _out_folder("--out", out)
     from emotion_llama.model.checkpoint import resolve_checkpoint
 

@@ -27,9 +27,9 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Parameter counts per part (global encoder, projections, LLM, LoRA), trainable/frozen
-    totals, and the weights' memory in bfloat16 and with the LLM in 8-bit or 4-bit (--load-in-8bit,
-    --load-in-4bit, train.quantization). Builds the model on the meta device: no weights are
-    loaded, no memory is used."""
+    totals, and the weights' memory in bfloat16, with the LLM in 8-bit or 4-bit (--load-in-8bit,
+    --load-in-4bit, train.quantization) and in FP8 (--fp8, inference). Builds the model on the
+    meta device: no weights are loaded, no memory is used."""
     from emotion_llama.config import load_config
     from emotion_llama.model.builder import build_model, parameter_counts
     from emotion_llama.model.quantize import weight_bytes
@@ -37,7 +37,7 @@ def inspect(
     config = load_config(preset)
     meta = build_model(config, device="meta")
     counts = parameter_counts(meta)
-    memory = {q or "bfloat16": weight_bytes(meta, q)["total"] for q in (None, "8bit", "4bit")}
+    memory = {q or "bfloat16": weight_bytes(meta, q)["total"] for q in (None, "8bit", "4bit", "fp8")}
     result = {
         "preset": config.name,
         "llm_name": config.llm.name_or_path,

@@ -10,6 +10,7 @@ import typer
 from emotion_llama.cli.common import (
     AsrModelOpt,
     CompileOpt,
+    Fp8Opt,
     FullModelOpt,
     LanguageOpt,
     LLMDtypeOpt,
@@ -63,6 +64,7 @@ def serve(
     dtype: ModelDtypeOpt = None,
     load_in_8bit: LoadIn8bitOpt = False,
     load_in_4bit: LoadIn4bitOpt = False,
+    fp8: Fp8Opt = False,
     llm_dtype: LLMDtypeOpt = None,
     max_new_tokens: MaxNewTokensOpt = None,
     language: LanguageOpt = None,
@@ -132,7 +134,12 @@ def serve(
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
     page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
     try:
-        from emotion_llama.model.quantize import quantization_flags, require_bitsandbytes
+        from emotion_llama.model.quantize import (
+            BNB_QUANTIZATIONS,
+            flag_of,
+            quantization_flags,
+            require_bitsandbytes,
+        )
         from emotion_llama.precision import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
         from emotion_llama.serve.inputs import resolve_roots
@@ -140,19 +147,20 @@ def serve(
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
         check_dtype(dtype, "model")
-        quantization = quantization_flags(load_in_8bit, load_in_4bit)
+        quantization = quantization_flags(load_in_8bit, load_in_4bit, fp8)
         if quantization is not None:
             if model is None:
                 raise EmotionLlamaError(
-                    f"--load-in-{quantization} quantizes the LLM of --model: give a checkpoint"
+                    f"{flag_of(quantization)} quantizes the LLM of --model: give a checkpoint"
                 )
-            require_bitsandbytes(quantization)
+            if quantization in BNB_QUANTIZATIONS:
+                require_bitsandbytes(quantization)
         _speech_options(language, asr_model)
         if compile_model and model is None:
             raise EmotionLlamaError("--compile compiles the full model: give a checkpoint (--model)")
         local_only = {"--static-cache": static_cache, "--compile": compile_model}
         if quantization:
-            local_only[f"--load-in-{quantization}"] = True
+            local_only[flag_of(quantization)] = True
         flags = [k for k, on in local_only.items() if on]
         vllm = _vllm_spec(engine, model, vllm_url, vllm_model, vllm_lora, flags)
         if model is not None:

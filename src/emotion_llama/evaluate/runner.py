@@ -516,7 +516,8 @@ def model_predict_fn(
     model gives the highest probability, from one forward pass over the prompt
     (:class:`~emotion_llama.model.scoring.LabelScorer`) instead of a decoding loop; faster, and
     always a label of the set (greedy answers outside it count as the default class).
-    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights.
+    ``quantization`` (``8bit``/``4bit``): the LLM's linear layers in bitsandbytes weights; ``fp8``:
+    in FP8 matmuls, LoRA merged (:mod:`emotion_llama.model.fp8`).
     ``vllm``: vLLM decodes the prompts the model computes (:mod:`emotion_llama.model.vllm_engine`);
     the model's own decoder layers are freed. ``compile``: label scoring's forwards through
     ``torch.compile``; generation with a static KV cache (which transformers compiles on a GPU)."""
@@ -604,7 +605,8 @@ def model_predict_fn(
     if tuple(chosen) != MODALITIES:
         suffix += f" (modalities {', '.join(chosen)})"
     if quantization is not None:  # the scores are of the quantized model: the report says so
-        suffix += f" ({check_quantization(quantization)} LLM weights)"
+        q = check_quantization(quantization)
+        suffix += " (FP8 matmuls)" if q == "fp8" else f" ({q} LLM weights)"
     if vllm is not None:
         suffix += f" (vLLM engine: {backend.name})"
     if compile:
@@ -616,6 +618,8 @@ def model_predict_fn(
 def _vllm_before_load(vllm: VllmSpec | None, label_mode: str, quantization: str | None) -> Backend | None:
     """What ``vllm`` cannot be combined with, refused before any loading, then
     :meth:`VllmSpec.before_load` (``None``: no vLLM, or vLLM in this process, started later)."""
+    from emotion_llama.model.quantize import flag_of
+
     if vllm is None:
         return None
     if label_mode == "score":
@@ -625,7 +629,7 @@ def _vllm_before_load(vllm: VllmSpec | None, label_mode: str, quantization: str 
         )
     if quantization is not None:
         raise EmotionLlamaError(
-            f"--load-in-{quantization} quantizes the Hugging Face model; vLLM loads its own weights "
-            "(its own quantization: `vllm serve ... --quantization`)"
+            f"{flag_of(quantization)} quantizes the Hugging Face model; vLLM loads its own weights "
+            "(its own quantization: `vllm serve ... --quantization`, fp8 among them)"
         )
     return vllm.before_load()
