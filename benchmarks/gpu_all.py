@@ -7,6 +7,7 @@ The rows come from the per-workload scripts, each run in a subprocess with a sha
     workload                    script (GPU arguments)                                    in-run baseline
     training step               train_step.py --preset paper --batches 8,16               the authors' step
     labels, cached features     serve_model.py --preset paper --cached-vision --batches 1,32  greedy labels
+                                  --fp8 (the best of bf16 and FP8 scoring is the row's rate)
     reasoning decode, batch 1   serve_model.py ... --batches 1 --compile (static cache)   HF generate, batch 1
     4-bit weights, batch 1      serve_model.py ... --batches 1 --quantization 4bit        HF generate, batch 1
     the four encoders           encoders_gpu.py                                           fp32 eager, batch 1
@@ -60,17 +61,19 @@ WORKLOADS = (
     Workload("training step (stage 2, cached ViT)", "train_step.py",
              ("--preset", "paper", "--device", "cuda", "--batches", "8,16", "--steps", "10"),
              ("--preset", "tiny", "--device", "cpu", "--batches", "2", "--steps", "2"),
-             0.22, "samples/s", 6.87, 34.0),
+             0.20, "samples/s", 6.87, 34.0),
+    # Also converted to FP8 matmuls (--fp8) in the same run: the plain bf16 scoring rows and the
+    # FP8 ones side by side, with how many labels FP8 keeps.
     Workload("labels from cached features", "serve_model.py",
              ("--preset", "paper", "--device", "cuda", "--batches", "1,32", "--cached-vision",
-              "--reason-tokens", "64"),
-             (*_SMOKE_MODEL, "--batches", "1,2"),
-             0.18, "clips/s", 86.8, 140.0),
+              "--reason-tokens", "64", "--fp8"),
+             (*_SMOKE_MODEL, "--batches", "1,2", "--fp8"),
+             0.22, "clips/s", 86.8, 140.0),
     Workload("reasoning decode, batch 1", "serve_model.py",
              ("--preset", "paper", "--device", "cuda", "--batches", "1", "--cached-vision", "--compile",
               "--reason-tokens", "128"),
              (*_SMOKE_MODEL, "--batches", "1", "--static-cache"),
-             0.22, "tokens/s", 43.0, 200.0),
+             0.20, "tokens/s", 43.0, 200.0),
     # Small GPUs (item 3): the decode rate and peak memory with NF4 weights. The issue sets no goal
     # for it; its anchor is bfloat16 HF generate's, and the peak memory column is what it is for.
     Workload("reasoning decode, 4-bit weights", "serve_model.py",
@@ -116,9 +119,16 @@ def _training(data: dict[str, Any], r: Result, runs: Runs) -> None:
 def _labels(data: dict[str, Any], r: Result, runs: Runs) -> None:
     rows = [x for x in data["rows"] if x["task"] == "label"]
     top = max(x["batch"] for x in rows)
-    scoring = next(x for x in rows if x["batch"] == top and x["method"] == "scoring")
-    greedy = next(x for x in rows if x["batch"] == top and x["method"] != "scoring")
-    r.measured, r.best = scoring["rate"], f"scoring, batch {top}"
+    at_top = [x for x in rows if x["batch"] == top]
+    greedy = next(x for x in at_top if not x["method"].startswith("scoring"))
+    best = max((x for x in at_top if x["method"].startswith("scoring")), key=lambda x: x["rate"])
+    r.measured, r.best = best["rate"], f"{best['method']}, batch {top}"
+    kept = data.get("fp8_agreement")
+    if kept is not None:  # FP8 scoring was timed too: how its labels compare, whichever won
+        plain = next(x for x in at_top if x["method"] == "scoring")
+        fp8 = next(x for x in at_top if x["method"] == "scoring, fp8")
+        ratio = fp8["rate"] / plain["rate"]
+        r.best += f" (fp8 {ratio:.2f}x plain scoring, kept {100 * kept:.0f}% of its labels)"
     r.baseline, r.baseline_name = greedy["rate"], f"{greedy['method']}, batch {top}"
 
 

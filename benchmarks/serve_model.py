@@ -25,6 +25,12 @@ label from the same (meaningless) distribution. ``--static-cache`` generates wit
 ``cache_implementation="static"``; ``--compile`` compiles generation's decoding step (transformers'
 automatic compilation, which needs the static cache, so it implies it) and runs the scorer's
 forwards through ``torch.compile(dynamic=True)``.
+
+``--fp8`` then converts the same model to FP8 matmuls (:mod:`emotion_llama.model.fp8`: LoRA merged,
+e4m3 weights and activations, per-row scales) and times label scoring and reasoning again, with
+the same options: the rows ``scoring, fp8`` and ``generate ..., fp8`` against the plain ones of the
+same run, and how many labels FP8 scoring keeps (``fp8_agreement``). On a GPU it needs compute
+capability 8.9+ and bfloat16; on the CPU ``torch._scaled_mm`` has no FP8 units and is slower.
 """
 
 from __future__ import annotations
@@ -195,6 +201,44 @@ class GreedyRunner:
         ]
 
 
+def fp8_rows(
+    model: EmotionLlama,
+    proc: EmotionLlamaProcessor,
+    clips: list[ClipInput],
+    reason: GreedyRunner,
+    scored: list[str],
+    *,
+    batches: list[int],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    compile_scoring: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """The model converted to FP8 in place, then label scoring and reasoning timed again: the rows
+    and how many of ``scored`` (the plain model's labels, in batches of the largest size) FP8 keeps."""
+    from emotion_llama.model.fp8 import to_fp8
+
+    to_fp8(model)
+    scorer = LabelScorer(model, proc, LABELS)
+    if compile_scoring:
+        scorer.compile()
+    step = max(batches)
+    labels = [r.label for i in range(0, len(clips), step) for r in scorer(clips[i : i + step])]
+    kept = sum(a == b for a, b in zip(scored, labels, strict=True))
+    rows: list[dict[str, Any]] = []
+    for b in batches:
+        pool = (clips * (b // len(clips) + 1))[:b]
+        sec = median_seconds(lambda p=pool: scorer(p), device, repeats, warmup)
+        rows.append({"task": "label", "method": "scoring, fp8", "batch": b, "s": sec, "rate": b / sec})
+    for b in batches:
+        pool = (clips * (b // len(clips) + 1))[:b]
+        n_new = reason.ids(pool).shape[1]
+        sec = median_seconds(lambda p=pool: reason.ids(p), device, repeats, warmup)
+        rows.append({"task": "reason", "method": f"generate {n_new} tok, fp8", "batch": b, "s": sec,
+                     "rate": b * n_new / sec})  # fmt: skip
+    return rows, kept
+
+
 def _peak_gib(device: torch.device) -> float | None:
     """The most GPU memory allocated so far, GiB (``None`` off CUDA)."""
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -231,6 +275,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument(
         "--quantization", choices=("8bit", "4bit"), default=None, help="the LLM's weights in bitsandbytes"
+    )
+    ap.add_argument(
+        "--fp8", action="store_true", help="then time scoring and reasoning again with FP8 matmuls"
     )
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -295,6 +342,13 @@ def main() -> None:
         rows.append({"task": "reason", "method": f"generate {reason_tokens} tok", "batch": b, "s": sec,
                      "rate": b * reason_tokens / sec})  # fmt: skip
 
+    fp8_kept = None
+    if args.fp8:
+        more, fp8_kept = fp8_rows(
+            model, proc, clips, reason, scored, batches=batches, device=device,
+            repeats=args.repeats, warmup=warmup, compile_scoring=args.compile,
+        )  # fmt: skip
+        rows += more
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     cache = "static" if static else "dynamic"
     print(
@@ -306,23 +360,28 @@ def main() -> None:
         f"set-up {build_s:.1f}s"
     )
     print(
-        f"{'task':<8}{'method':<18}{'batch':>6}{'ms/call':>11}{'rate':>12}  {'unit':<10}{'vs baseline':>12}"
+        f"{'task':<8}{'method':<22}{'batch':>6}{'ms/call':>11}{'rate':>12}  {'unit':<10}{'vs baseline':>12}"
     )
     for r in rows:
+        fp8 = r["method"].endswith(", fp8")  # against the plain row of its method and batch size
         if r["task"] == "label":
-            ref = next(x for x in rows if x["task"] == "label" and x["batch"] == r["batch"])
+            want = "scoring" if fp8 else None
+            ref = next(x for x in rows if x["task"] == "label" and x["batch"] == r["batch"]
+                       and (want is None or x["method"] == want))  # fmt: skip
             unit, ratio = "labels/s", f"{r['rate'] / ref['rate']:.2f}x"
         else:
-            ref = next(x for x in rows if x["task"] == "reason")
+            ref = next(x for x in rows if x["task"] == "reason" and (not fp8 or x["batch"] == r["batch"]))
             unit, ratio = "tokens/s", f"{r['rate'] / ref['rate']:.2f}x"
         print(
-            f"{r['task']:<8}{r['method']:<18}{r['batch']:>6}{r['s'] * 1e3:>11.2f}{r['rate']:>12.1f}  "
+            f"{r['task']:<8}{r['method']:<22}{r['batch']:>6}{r['s'] * 1e3:>11.2f}{r['rate']:>12.1f}  "
             f"{unit:<10}{ratio:>12}"
         )
     print(
         "baseline: labels vs greedy at the same batch size, reasoning vs batch "
-        f"{rows[-len(batches)]['batch']}"
+        f"{batches[0]}; the fp8 rows vs the plain row of their method and batch size"
     )
+    if fp8_kept is not None:
+        print(f"FP8 scoring kept {fp8_kept}/{len(clips)} of the plain model's labels")
     print(
         f"label agreement, scoring vs parse_label_robust(greedy): {agree}/{len(clips)} = "
         f"{agree / len(clips):.3f} (greedy named a label for {named}/{len(clips)} clips)"
@@ -333,7 +392,8 @@ def main() -> None:
                 {"device": name, "dtype": str(dtype), "preset": model.config.name, "note": note,
                  "cache": cache, "compile": args.compile, "rows": rows, "agreement": agree / len(clips),
                  "clips": len(clips), "greedy_named_label": named, "quantization": args.quantization,
-                 "peak_gib": _peak_gib(device)},
+                 "peak_gib": _peak_gib(device),
+                 "fp8_agreement": None if fp8_kept is None else fp8_kept / len(clips)},
                 fh, indent=2,
             )  # fmt: skip
 
