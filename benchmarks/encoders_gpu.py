@@ -11,6 +11,10 @@ Rows, all measured in the same run:
 * bf16 + SDPA, one clip at a time (the plain "transformers classes" way);
 * bf16 + SDPA, N clips per batch (the project's way), for each N in ``--batches``;
 * the best batch again with the four encoders on four CUDA streams;
+* the best batch with the linear layers of all four in FP8 (e4m3, per-row scales,
+  ``emotion_llama.model.fp8``), on copies of the models, with each encoder's least output cosine
+  to the plain one (an FP8 speed-up only counts if the features hold; layers whose sizes are not
+  multiples of 16 stay as they are, which leaves the tiny MAE and VideoMAE unconverted);
 * the best batch with every transformer block compiled (``compile_blocks``: regional
   ``torch.compile``, one block's compile per model), with and without streams.
 
@@ -180,6 +184,42 @@ def compiled_row(
     return row
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The least cosine similarity between matching clips' outputs (each flattened)."""
+    a, b = a.float().flatten(1), b.float().flatten(1)
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=1).min())
+
+
+def fp8_row(
+    variant: str,
+    mods: dict[str, nn.Module],
+    inputs: dict[str, torch.Tensor],
+    b: int,
+    device: torch.device,
+    repeats: int,
+) -> Row:
+    """The four encoders with their linear layers in FP8 (:func:`emotion_llama.model.fp8.convert_linears`:
+    e4m3 weights and activations, per-row scales), on a copy, so that the plain models stay for
+    the rows after this one; the note gives each encoder's least output cosine to the plain one."""
+    import copy
+
+    from emotion_llama.model.fp8 import convert_linears
+
+    plain = {name: fn() for name, fn in calls(mods, inputs, b).items()}
+    fp8_mods = copy.deepcopy(mods)
+    layers = {name: convert_linears(m) for name, m in fp8_mods.items()}
+    fns = calls(fp8_mods, inputs, b)
+    cos = {name: _cosine(plain[name], fn()) for name, fn in fns.items()}
+    row = sequential_row(variant, fns, b, device, 2, repeats)
+    row.note = "FP8 layers, least cosine to plain: " + ", ".join(
+        f"{name} {layers[name]} {cos[name]:.4f}" for name in NAMES
+    )
+    del fp8_mods, fns
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
 def guarded(emit: Callable[[Row], None], measure: Callable[..., Row], *args: Any) -> bool:
     """Measure an optional row and emit it; a failure is printed on one line and the run goes on
     (an optional speed-up that breaks must not lose the rows measured so far)."""
@@ -285,6 +325,10 @@ def main() -> None:
         fns = calls(mods, inputs, best)
         if use_cuda and not over_budget(f"{label} sdpa + streams"):
             guarded(emit, streams_row, f"{label} sdpa + streams", fns, best, device, 2, repeats)
+
+        # FP8 matmuls (Ada/Hopper on a GPU; on the CPU it checks the path, slowly), on copies
+        if not over_budget(f"{label} sdpa + fp8"):
+            guarded(emit, fp8_row, f"{label} sdpa + fp8", mods, inputs, best, device, repeats)
 
         compiled = False
         if do_compile and not over_budget(f"{label} sdpa + compile"):

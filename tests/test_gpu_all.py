@@ -31,6 +31,7 @@ def test_gpu_all_smoke_run_measures_and_parses_every_row(tmp_path: Path) -> None
         assert r["error"] == "" and r["measured"] > 0 and r["baseline"] > 0, r
     labels = rows[1]["best"]  # the best of bf16 and FP8 scoring, with FP8's ratio and agreement
     assert labels.startswith("scoring") and "fp8" in labels and "of its labels" in labels
+    assert "fp8" in rows[4]["best"] and "least cosine to plain" in rows[4]["best"]
     assert rows[2]["best"].startswith("static cache") and rows[2]["baseline_name"].startswith("HF generate")
     assert rows[3]["best"].startswith("NF4 weights") and rows[3]["goal"] is None
     assert "anchors and goals are H200 figures" in proc.stdout
