@@ -134,12 +134,7 @@ def serve(
     /v1/analyze (JSON with the AU timeline and images), batch jobs, /health, /metrics and the web
     page at /. The model loads in the background (/v1 answers 503 until then). See docs/serving.md."""
     try:
-        from emotion_llama.model.quantize import (
-            BNB_QUANTIZATIONS,
-            flag_of,
-            quantization_flags,
-            require_bitsandbytes,
-        )
+        from emotion_llama.model.quantize import flag_of
         from emotion_llama.precision import check_dtype
         from emotion_llama.serve.app import ServeSettings, create_app, serve_forever
         from emotion_llama.serve.inputs import resolve_roots
@@ -147,14 +142,7 @@ def serve(
 
         check_dtype(llm_dtype)  # the model loads in the background: refuse bad options now
         check_dtype(dtype, "model")
-        quantization = quantization_flags(load_in_8bit, load_in_4bit, fp8)
-        if quantization is not None:
-            if model is None:
-                raise EmotionLlamaError(
-                    f"{flag_of(quantization)} quantizes the LLM of --model: give a checkpoint"
-                )
-            if quantization in BNB_QUANTIZATIONS:
-                require_bitsandbytes(quantization)
+        quantization = _quantization(load_in_8bit, load_in_4bit, fp8, model)
         _speech_options(language, asr_model)
         if compile_model and model is None:
             raise EmotionLlamaError("--compile compiles the full model: give a checkpoint (--model)")
@@ -208,6 +196,27 @@ def serve(
         err_console.print(f"[yellow]warning:[/] listening on {host} without an API key (--api-key)")
     console.print(f"serving on http://{host}:{port} (the model loads in the background; see /health)")
     serve_forever(app_, host=host, port=port)
+
+
+def _quantization(load_in_8bit: bool, load_in_4bit: bool, fp8: bool, model: Path | None) -> str | None:
+    """The quantization the flags ask for (``None``: none), refused now (the model loads in the
+    background) without a checkpoint, or without bitsandbytes for its flags."""
+    from emotion_llama.model.quantize import (
+        BNB_QUANTIZATIONS,
+        flag_of,
+        quantization_flags,
+        require_bitsandbytes,
+    )
+
+    quantization = quantization_flags(load_in_8bit, load_in_4bit, fp8)
+    if quantization is not None:
+        if model is None:
+            raise EmotionLlamaError(
+                f"{flag_of(quantization)} quantizes the LLM of --model: give a checkpoint"
+            )
+        if quantization in BNB_QUANTIZATIONS:
+            require_bitsandbytes(quantization)
+    return quantization
 
 
 def _vllm_spec(
