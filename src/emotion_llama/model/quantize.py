@@ -259,9 +259,7 @@ def weight_bytes(model: EmotionLlama, quantization: str | None, *, dtype_bytes: 
 
 def _layer_bytes(n: int, rows: int, quantization: str | None, dtype_bytes: int) -> int:
     """One linear layer's weight memory: ``n`` weights over ``rows`` output rows."""
-    if quantization == "8bit":  # int8 weights + one float32 scale (SCB) per row
-        return n + 4 * rows
-    if quantization == "fp8":  # e4m3 weights + one float32 scale per row
+    if quantization in ("8bit", "fp8"):  # int8 (or e4m3) weights + one float32 scale per row
         return n + 4 * rows
     if quantization == "4bit":  # NF4 nibbles, uint8 absmax per 64 weights, float32 per 256 absmax
         blocks = -(-n // 64)
