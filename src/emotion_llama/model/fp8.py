@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from emotion_llama.errors import EmotionLlamaError
+from emotion_llama.model.quantize import SKIP_MODULES, quantization_of
 
 if TYPE_CHECKING:
     from emotion_llama.model.modeling import EmotionLlama
@@ -39,8 +40,8 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8).max)
 #: ``torch._scaled_mm``'s alignment on a GPU: both sizes of the weight a multiple of this.
 ALIGN = 16
-#: Never in FP8: the output head decides every label and token.
-SKIP = ("lm_head",)
+#: Never in FP8: the modules bitsandbytes skips too (the output head decides every label and token).
+SKIP = SKIP_MODULES
 #: The least compute capability with FP8 tensor cores (Ada; Hopper is 9.0).
 MIN_CAPABILITY = (8, 9)
 
@@ -154,8 +155,6 @@ def to_fp8(model: EmotionLlama, *, vision: bool = False) -> int:
     """The model's LLM in FP8 for inference: LoRA merged, then every linear layer but the output
     head as :class:`Fp8Linear`; ``vision``: the ViT's linear layers too. In place; returns how many
     layers were converted. Refuses a model with bitsandbytes weights (already quantized)."""
-    from emotion_llama.model.quantize import quantization_of
-
     if quantization_of(model.llm) is not None:
         raise EmotionLlamaError("--fp8 and --load-in-8bit/--load-in-4bit exclude each other: choose one")
     dtype = next(model.llm.parameters()).dtype
