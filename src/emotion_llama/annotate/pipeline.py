@@ -188,12 +188,12 @@ def annotate_folder(
     todo = [v for v in all_videos if v not in done_final and v not in done_clues]
 
     engine = options.engine or Engine(workers=max(1, options.workers))
-    encode_spec = EncodeSpec(config, options.device) if options.with_features else None
+    # float32, each clip alone: a dataset's features are the same bits on any device's rerun
+    encode_spec = (
+        EncodeSpec(config, options.device, dtype="float32", batched=False) if options.with_features else None
+    )
     store = encoders = None
-    if options.with_features:
-        import torch
-
-        from emotion_llama.encoders.models import build_encoders
+    if encode_spec is not None:
         from emotion_llama.encoders.store import open_store
 
         f = config.features
@@ -205,7 +205,7 @@ def annotate_folder(
             "authors",
         )
         if encode_spec is not None and not encode_spec.in_actors(engine):
-            encoders = build_encoders(config, device=options.device, dtype=torch.float32)
+            encoders = encode_spec.build()
 
     import time
 

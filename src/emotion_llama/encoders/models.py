@@ -641,37 +641,60 @@ def _read_do_normalize(where: str, config: HubertConfig) -> bool:
         return _default_do_normalize(config)
 
 
-def _freeze(module: nn.Module, device: str | torch.device, dtype: torch.dtype) -> None:
-    module.requires_grad_(False)
-    module.eval()
-    module.to(device=device, dtype=dtype)
-
-
 def build_encoders(
     config: EmotionLlamaConfig,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    *,
+    fp8: bool = False,
+    compile: bool = False,
 ) -> Encoders:
     """The three encoders a config names (``config.perception`` sources, ``config.features`` dims),
-    frozen, in eval mode, on ``device`` in ``dtype``."""
+    as :func:`prepare_encoders` makes them. FP8 is refused (where it cannot run) before any loading."""
+    if fp8:
+        from emotion_llama.model.fp8 import check_fp8_device
+
+        check_fp8_device(device, dtype)
     p, f = config.perception, config.features
     local = build_local_encoder(p.local_encoder, f.local_dim, p.face_size, seed=config.seed)
     temporal = build_temporal_encoder(
         p.temporal_encoder, f.temporal_dim, p.face_size, p.temporal_frames, seed=config.seed + 1
     )
     audio = build_audio_encoder(p.audio_encoder, f.audio_dim, seed=config.seed + 2)
-    for m in (local, temporal, audio):
-        _freeze(m, device, dtype)
-    return Encoders(local=local, temporal=temporal, audio=audio)
+    encoders = Encoders(local=local, temporal=temporal, audio=audio)
+    return prepare_encoders(encoders, device, dtype, fp8=fp8, compile=compile)
 
 
-def compile_blocks(module: nn.Module) -> int:
-    """Compile every transformer block inside ``module`` with ``torch.compile`` (regional
-    compilation: the blocks of one model share their compiled code, so this costs one block's
-    compile time, not the whole network's). Returns the number of blocks."""
+def prepare_encoders(
+    encoders: Encoders,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    fp8: bool = False,
+    compile: bool = False,
+) -> Encoders:
+    """``encoders`` frozen, in eval mode, on ``device`` in ``dtype``, in place. ``fp8``: then their
+    linear layers in FP8 matmuls (:mod:`emotion_llama.model.fp8`). ``compile``: every transformer
+    block through ``torch.compile`` (:func:`compile_blocks`; dynamic shapes once audio lengths differ)."""
+    from emotion_llama.model.fp8 import check_fp8_device, convert_linears
+
+    if fp8:
+        check_fp8_device(device, dtype)
+    for m in (encoders.local, encoders.temporal, encoders.audio):
+        m.requires_grad_(False).eval().to(device=device, dtype=dtype)
+        if fp8:
+            convert_linears(m)
+        if compile:
+            compile_blocks(m, dynamic=None)
+    return encoders
+
+
+def compile_blocks(module: nn.Module, dynamic: bool | None = False) -> int:
+    """Every transformer block of ``module`` through ``torch.compile`` (regional: one block's compile
+    time, not the network's; ``dynamic`` as ``torch.compile`` takes it). Returns how many blocks."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     blocks = [m for m in module.modules() if isinstance(m, GradientCheckpointingLayer)]
     for m in blocks:
-        m.compile(dynamic=False)
+        m.compile(dynamic=dynamic)
     return len(blocks)

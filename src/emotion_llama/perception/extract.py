@@ -9,7 +9,7 @@ broken clip is reported with its reason and never stops the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.names import printable
 from emotion_llama.perception.engines import EncodeSpec, Engine, perceive_clips
+from emotion_llama.perception.workers import LEGACY_ENCODING
 from emotion_llama.progress import progress_bar
 from emotion_llama.shards import Shard, mark_done, select
 
@@ -166,15 +167,21 @@ def _extract(
     shard: Shard | None,
     encode: EncodeSpec,
 ) -> ExtractSummary:
-    import torch
-
-    from emotion_llama.encoders.models import build_encoders
     from emotion_llama.encoders.store import open_store
     from emotion_llama.perception.pipeline import encode as encode_clips
 
+    if encode.in_actors(engine):
+        if encode.batched:
+            raise EmotionLlamaError(
+                "--batch-encoders with --engine ray: the GPU actors encode one clip at a time "
+                "(leave the flag out; Ray spreads the clips over the GPUs instead)"
+            )
+        encode = replace(encode, batched=False)  # what the actors do, as the store records it
     f = config.features
     store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}, layout)
     p = config.perception
+    if store.manifest.get("clips") and "encoding" not in store.manifest:
+        store.manifest["encoding"] = dict(LEGACY_ENCODING)  # made before the key was recorded
     store.set_info(
         layout=store.layout,
         frame=frame,
@@ -183,6 +190,7 @@ def _extract(
         asr=p.asr_model,
         face_size=p.face_size,
         analysis_fps=p.analysis_fps,
+        encoding=encode.info(),
     )
     store.clean_partial()
     scan = scan_videos(videos)
@@ -195,9 +203,7 @@ def _extract(
         return summary
     # the driver's encoders, loaded before any clip (a model that cannot load fails at once), unless
     # the engine runs them (Ray's actor pool)
-    encoders: Any = (
-        None if encode.in_actors(engine) else build_encoders(config, device=device, dtype=torch.float32)
-    )
+    encoders: Any = None if encode.in_actors(engine) else encode.build()
     pending: list[Any] = []
 
     def write(result: Any, feat: Any) -> None:
@@ -223,8 +229,9 @@ def _extract(
         if not pending:
             return
         if encoders is None:
-            encoders = build_encoders(config, device=device, dtype=torch.float32)
-        for result, feat in zip(pending, encode_clips(pending, encoders, device=device), strict=True):
+            encoders = encode.build()
+        feats = encode_clips(pending, encoders, device=encode.device, batched=encode.batches)
+        for result, feat in zip(pending, feats, strict=True):
             write(result, feat)
         pending.clear()
 

@@ -23,7 +23,7 @@ what is missing); it only cannot get features, and says why.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,7 +375,9 @@ def _uniform(stack: np.ndarray, n: int, exact: bool = False) -> np.ndarray:
 
 
 # -- encoders --------------------------------------------------------------------------------------
-def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> list[Any]:
+def encode(
+    results: list[Perception], encoders: Any, *, device: str = "cpu", batched: bool = False
+) -> list[Any]:
     """Features for the clips that have a face and audio: one :class:`ClipFeatures` per result,
     ``None`` where something is missing (the result's ``missing`` says what).
 
@@ -383,7 +385,9 @@ def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> 
     padding), so its features are bit-identical whichever clips are passed with it: an
     ``extract`` resumed after a crash writes the same files as an uninterrupted run. Batched
     forwards do not guarantee that (kernels round differently for different batch sizes and
-    padded lengths, see :mod:`emotion_llama.encoders.models`)."""
+    padded lengths, see :mod:`emotion_llama.encoders.models`). ``batched``: the clips in one
+    forward per encoder all the same (the audio right-padded, with its mask), for a GPU's
+    throughput; each vector then equals the clip alone up to float rounding."""
     complete = [
         r
         for r in results
@@ -391,7 +395,9 @@ def encode(results: list[Perception], encoders: Any, *, device: str = "cpu") -> 
     ]
     feats = {
         r.name: f
-        for r, (f, _) in zip(complete, encode_available(complete, encoders, device=device), strict=True)
+        for r, (f, _) in zip(
+            complete, encode_available(complete, encoders, device=device, batched=batched), strict=True
+        )
     }
     return [feats.get(r.name) for r in results]
 
@@ -433,43 +439,81 @@ def restrict_to(p: Perception, modalities: Sequence[str]) -> Perception:
 
 
 def encode_available(
-    results: list[Perception], encoders: Any, *, device: str = "cpu"
+    results: list[Perception], encoders: Any, *, device: str = "cpu", batched: bool = False
 ) -> list[tuple[Any, frozenset[str]]]:
     """Like :func:`encode`, for the feature parts each clip has: ``(ClipFeatures, absent parts)``
-    per result, each clip alone through each encoder (see :func:`encode`). A part the clip lacks
-    (no face: ``face`` and ``motion``; no audio: ``audio``; no frame: ``frame``; a modality left out
-    by :func:`restrict_to` is lacking too) is absent: its vector is left at zero and must not be fed
-    (the processor gives absent parts no positions, :mod:`emotion_llama.modalities`)."""
+    per result, each clip alone through each encoder, or with ``batched`` the clips together (see
+    :func:`encode`). A part the clip lacks (no face: ``face`` and ``motion``; no audio: ``audio``;
+    no frame: ``frame``; a modality left out by :func:`restrict_to` is lacking too) is absent: its
+    vector is left at zero and must not be fed (the processor gives absent parts no positions,
+    :mod:`emotion_llama.modalities`)."""
     import torch
 
-    from emotion_llama.encoders.models import preprocess_frames
     from emotion_llama.encoders.store import ClipFeatures
 
-    dtype = next(encoders.local.parameters()).dtype
-    out: list[tuple[Any, frozenset[str]]] = []
+    vecs = [
+        {
+            "local": np.zeros(encoders.local.dim, np.float32),
+            "temporal": np.zeros(encoders.temporal.dim, np.float32),
+            "audio": np.zeros(encoders.audio.dim, np.float32),
+        }
+        for _ in results
+    ]
     with torch.inference_mode():
-        for r in results:
-            absent: set[str] = set()
-            if r.local_crops is None:
-                absent.add("face")
-            if r.temporal_crops is None:
-                absent.add("motion")
-            if r.audio is None:
-                absent.add("audio")
-            if r.global_frame is None:
-                absent.add("frame")
-            vecs = {
-                "local": np.zeros(encoders.local.dim, np.float32),
-                "temporal": np.zeros(encoders.temporal.dim, np.float32),
-                "audio": np.zeros(encoders.audio.dim, np.float32),
-            }
-            if "face" not in absent:
-                x = encoders.local.encode_clip(preprocess_frames(r.local_crops).to(device, dtype))
-                vecs["local"] = x.float().cpu().numpy()
-            if "motion" not in absent:
-                x = encoders.temporal.encode_clip(preprocess_frames(r.temporal_crops).to(device, dtype))
-                vecs["temporal"] = x.float().cpu().numpy()
-            if "audio" not in absent:
-                vecs["audio"] = encoders.audio.encode_clip(r.audio).float().cpu().numpy()
-            out.append((ClipFeatures(**vecs), frozenset(absent)))
+        for part, inputs in (
+            ("local", [r.local_crops for r in results]),
+            ("temporal", [r.temporal_crops for r in results]),
+            ("audio", [r.audio for r in results]),
+        ):
+            have = [i for i, x in enumerate(inputs) if x is not None]
+            for idx, rows in _encode_part(part, [inputs[i] for i in have], encoders, device, batched):
+                for i, row in zip(idx, rows, strict=True):
+                    vecs[have[i]][part] = row
+    out: list[tuple[Any, frozenset[str]]] = []
+    for r, v in zip(results, vecs, strict=True):
+        absent = {
+            name
+            for name, x in (
+                ("face", r.local_crops),
+                ("motion", r.temporal_crops),
+                ("audio", r.audio),
+                ("frame", r.global_frame),
+            )
+            if x is None
+        }
+        out.append((ClipFeatures(**v), frozenset(absent)))
     return out
+
+
+def _encode_part(
+    part: str, inputs: list[Any], encoders: Any, device: str, batched: bool
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    """``(indices into inputs, their float32 vectors)`` of one encoder (``local``, ``temporal`` or
+    ``audio``): each input alone, or with ``batched`` the inputs of one shape together (crops of the
+    same size and count; all waveforms, right-padded)."""
+    import torch
+
+    from emotion_llama.encoders.models import pad_waveforms, preprocess_frames
+
+    encoder = getattr(encoders, part)
+    dtype = next(encoders.local.parameters()).dtype
+    if part == "audio":
+        if not batched:
+            for i, wave in enumerate(inputs):
+                yield [i], encoder.encode_clip(wave)[None].float().cpu().numpy()
+        elif inputs:
+            waves, mask = pad_waveforms(inputs)
+            padded = bool((mask == 0).any())
+            x = encoder(waves.to(device), mask.to(device) if padded else None)
+            yield list(range(len(inputs))), x.float().cpu().numpy()
+        return
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, crops in enumerate(inputs):
+        groups.setdefault(tuple(crops.shape) if batched else (i,), []).append(i)
+    for idx in groups.values():
+        x = torch.stack([preprocess_frames(inputs[i]) for i in idx]).to(device, dtype)
+        if part == "local":
+            y = encoder.encode_clips(x) if batched else encoder.encode_clip(x[0])[None]
+        else:
+            y = encoder(x)  # (B, T, 3, S, S) -> (B, D); alone: B = 1
+        yield idx, y.float().cpu().numpy()

@@ -25,10 +25,11 @@ import logging
 import os
 import pickle
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from emotion_llama.config import EmotionLlamaConfig, PerceptionConfig
+from emotion_llama.config import PerceptionConfig
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.perception.workers import ClipResult, EncodeSpec, Engine, perceive_one, perceiver_for
 
@@ -92,15 +93,12 @@ def _perceive_row(
 
 
 class _Encoders:
-    """The frozen encoders of one actor (one GPU), applied clip by clip as the driver would."""
+    """The frozen encoders of one actor (one GPU), built as ``spec`` says and applied clip by clip
+    (the actor pool hands over one row at a time)."""
 
-    def __init__(self, config: EmotionLlamaConfig, device: str) -> None:
-        import torch
-
-        from emotion_llama.encoders.models import build_encoders
-
-        self.device = device
-        self.encoders = build_encoders(config, device=device, dtype=torch.float32)
+    def __init__(self, spec: EncodeSpec) -> None:
+        self.device = spec.device
+        self.encoders = spec.build()
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         from emotion_llama.perception.pipeline import encode
@@ -178,7 +176,8 @@ def _with_encoders(ray: Any, ds: Any, encode: EncodeSpec) -> Any:
         )
     return ds.map(
         _Encoders,
-        fn_constructor_kwargs={"config": encode.config, "device": "cuda"},
+        # the dtype as the driver resolved and recorded it, on the actor's GPU
+        fn_constructor_kwargs={"spec": replace(encode, device="cuda", dtype=encode.resolved_dtype())},
         compute=ActorPoolStrategy(min_size=1, max_size=gpus),
         num_gpus=1,
     )

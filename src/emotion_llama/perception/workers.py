@@ -45,13 +45,35 @@ class Engine:
 
 @dataclass(frozen=True)
 class EncodeSpec:
-    """The frozen encoders a caller wants run on each clip: ``config``'s, on ``device``. The Ray
-    engine runs them in a GPU actor pool when ``device`` is a GPU; otherwise (and with the local
-    engine) the driver runs them, as before: one clip per forward either way, so the features are
-    the same bits on the same device (see :func:`emotion_llama.perception.pipeline.encode`)."""
+    """The frozen encoders a caller wants run on each clip, and how: ``config``'s, on ``device``.
+    The Ray engine runs them in a GPU actor pool when ``device`` is a GPU; otherwise (and with the
+    local engine) the driver runs them.
+
+    How (each recorded in the feature store, :meth:`info`, so that a resumed run cannot mix
+    features made two ways):
+
+    ``dtype``
+        The encoders' weights: ``None``/``"auto"`` is the project's one rule
+        (:mod:`emotion_llama.precision`: bfloat16 on a CUDA GPU that has it, float32 on the CPU).
+    ``fp8``
+        Their linear layers in FP8 matmuls (:mod:`emotion_llama.model.fp8`; a GPU of compute
+        capability 8.9+ in bfloat16, or the CPU, slowly).
+    ``compile``
+        Every transformer block through ``torch.compile`` (:func:`emotion_llama.encoders.models.
+        compile_blocks`); not recorded: it changes no result beyond float rounding.
+    ``batched``
+        The clips of one batch in one forward per encoder (faster on a GPU) rather than each clip
+        alone (bit-identical features whatever the batch, see
+        :func:`emotion_llama.perception.pipeline.encode`). ``None``: batched on a CUDA GPU, not
+        elsewhere.
+    """
 
     config: EmotionLlamaConfig
     device: str = "cpu"
+    dtype: str | None = None
+    fp8: bool = False
+    compile: bool = False
+    batched: bool | None = None
 
     @property
     def on_gpu(self) -> bool:
@@ -62,6 +84,37 @@ class EncodeSpec:
         the driver does (on the CPU the driver keeps them: a CPU actor would take the cores the
         clips' perception needs)."""
         return engine.kind == "ray" and self.on_gpu
+
+    @property
+    def batches(self) -> bool:
+        """Whether a batch of clips goes through each encoder in one forward."""
+        from emotion_llama.precision import is_cuda
+
+        return is_cuda(self.device) if self.batched is None else self.batched
+
+    def resolved_dtype(self) -> str:
+        """The encoders' dtype name (``float32``, ``bfloat16``, ``float16``) on this device."""
+        from emotion_llama.precision import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.device, "encoder")
+
+    def info(self) -> dict[str, Any]:
+        """How the features are computed, as the store records it (``encoding``)."""
+        return {"dtype": self.resolved_dtype(), "fp8": self.fp8, "batched": self.batches}
+
+    def build(self) -> Any:
+        """The encoders, loaded as this spec says
+        (:func:`emotion_llama.encoders.models.build_encoders`)."""
+        import torch
+
+        from emotion_llama.encoders.models import build_encoders
+
+        dtype = getattr(torch, self.resolved_dtype())
+        return build_encoders(self.config, self.device, dtype, fp8=self.fp8, compile=self.compile)
+
+
+#: What every store made before ``encoding`` was recorded holds: float32, each clip alone.
+LEGACY_ENCODING: dict[str, Any] = {"dtype": "float32", "fp8": False, "batched": False}
 
 
 @dataclass
