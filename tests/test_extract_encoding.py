@@ -98,6 +98,7 @@ def test_spec_builds_bfloat16_and_fp8_encoders(tiny_config):
 
 
 def test_fp8_encoders_on_an_old_gpu_are_refused_before_loading(tiny_config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as if a GPU were here
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
     with pytest.raises(EmotionLlamaError, match=r"compute capability 8\.9"):
         build_encoders(tiny_config, "cuda", torch.bfloat16, fp8=True)
@@ -159,3 +160,33 @@ def test_extract_records_the_encoding_and_refuses_another_into_the_same_store(tm
     s = run(plain)
     assert s.already_done == 4 and s.written == 0
     assert json.loads((plain / "manifest.json").read_text())["encoding"] == LEGACY_ENCODING
+
+
+def test_devices_the_machine_cannot_run_are_named_before_loading(tiny_config):
+    from emotion_llama.precision import check_device
+
+    check_device("cpu")
+    with pytest.raises(EmotionLlamaError, match=r"--device 'cdua': not a device name"):
+        build_encoders(tiny_config, "cdua")
+    if not torch.cuda.is_available():
+        with pytest.raises(EmotionLlamaError, match=r"--device cuda for the encoders: .*use --device cpu"):
+            EncodeSpec(tiny_config, "cuda", fp8=True).build()
+
+
+def test_extract_cli_refuses_a_bad_encoder_option_before_any_clip(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"not a video")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, "-m", "emotion_llama.cli", "extract", str(videos), "--preset", "tiny"]
+    bad = subprocess.run([*base, "--out", str(tmp_path / "a"), "--dtype", "float8"], capture_output=True,
+                         text=True, env=env, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "unknown encoder dtype 'float8'" in bad.stdout + bad.stderr
+    assert not (tmp_path / "a" / "manifest.json").exists()
+    help_text = subprocess.run([*base[:4], "--help"], capture_output=True, text=True, env=env, timeout=120)
+    for flag in ("--dtype", "--fp8", "--compile", "--batch-encoders", "--clip-by-clip"):
+        assert flag in help_text.stdout

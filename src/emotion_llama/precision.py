@@ -67,3 +67,22 @@ def torch_dtype(dtype: str | None, device: str, what: str = "model") -> torch.dt
     import torch
 
     return getattr(torch, resolve_dtype(dtype, device, what))  # type: ignore[no-any-return]
+
+
+def check_device(device: str | torch.device, what: str = "the encoders") -> None:
+    """Refuse a device this machine cannot run ``what`` on (a malformed name, CUDA without a GPU or
+    without a CUDA build of torch), naming it, before any weight is loaded."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise EmotionLlamaError(f"--device {device!r}: not a device name ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise EmotionLlamaError(f"--device {device} for {what}: {why} (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise EmotionLlamaError(
+                f"--device {device} for {what}: only {torch.cuda.device_count()} CUDA GPU(s) are visible"
+            )

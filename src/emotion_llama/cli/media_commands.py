@@ -31,6 +31,43 @@ from emotion_llama.cli.common import (
 )
 from emotion_llama.names import printable
 
+EncoderDtypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="Precision of the encoders: auto, float32, float16, bfloat16 (default auto: bfloat16 on a "
+        "CUDA GPU that has it, else float16 on CUDA, float32 on the CPU). Features are stored as float32 "
+        "either way; the store records the precision, and a rerun into it must use the same.",
+    ),
+]
+EncoderFp8Opt = Annotated[
+    bool,
+    typer.Option(
+        "--fp8",
+        help="The encoders' linear layers in FP8 matmuls (e4m3, per-row scales). Needs a GPU of compute "
+        "capability 8.9+ (Ada, Hopper) and bfloat16; runs on the CPU too, slowly. Features within FP8 "
+        "rounding (cosine 0.993-1.000 to the plain ones in the tests, docs/perception.md).",
+    ),
+]
+EncoderCompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Every transformer block of the encoders through torch.compile (the first clips wait for "
+        "the compilation).",
+    ),
+]
+BatchEncodersOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--batch-encoders/--clip-by-clip",
+        help="One forward per encoder for each --batch-size clips (the audio right-padded), or each clip "
+        "alone (bit-identical features whatever the batch, so a resumed run writes the same bits). "
+        "Default: batched on a CUDA GPU, clip by clip elsewhere.",
+        show_default=False,
+    ),
+]
+
 
 @app.command()
 def probe(
@@ -106,18 +143,29 @@ def extract(
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     shard: ShardOpt = None,
+    dtype: EncoderDtypeOpt = None,
+    fp8: EncoderFp8Opt = False,
+    compile_: EncoderCompileOpt = False,
+    batch_encoders: BatchEncodersOpt = None,
 ) -> None:
     """Features for every video of a folder or clip of a manifest (named by its name; clips with
     start/end are cut once into OUT/manifest_videos): progress bar, parallel decoding, batched
     encoders, resumable (a rerun skips finished clips), a summary of failures. A manifest's
     subtitles replace speech recognition. Exit code 0 only when every clip succeeded. --engine ray
-    runs the clips on a Ray cluster, --shard i/N one shard of them (docs/scale-out.md)."""
+    runs the clips on a Ray cluster, --shard i/N one shard of them (docs/scale-out.md). On a GPU the
+    encoders run in bfloat16, batched (--dtype, --batch-encoders; --fp8 and --compile are faster
+    options, docs/perception.md)."""
+    from emotion_llama.perception.engines import EncodeSpec
     from emotion_llama.perception.extract import extract_folder
+    from emotion_llama.precision import check_dtype
 
     runner = _engine(engine, address, workers)
     part = _shard(shard)
     _out_folder("--out", out)
     config = _load_config(preset, language=language, asr_model=asr_model)
+    spec = EncodeSpec(
+        config, device, dtype=check_dtype(dtype, "encoder"), fp8=fp8, compile=compile_, batched=batch_encoders
+    )
     source = _video_source(video_dir, out, video_root, part)
     subs = dict(source.subtitles)
     if subtitles is not None:
@@ -137,6 +185,7 @@ def extract(
         problems=source.problems,
         engine=runner,
         shard=part,
+        encode=spec,
     )
     console.print(
         f"{summary.total} videos: {summary.already_done} already done, {summary.written} written, "

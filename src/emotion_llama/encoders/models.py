@@ -87,6 +87,8 @@ from emotion_llama.encoders.convert import (
     videomae_config_from_state,
 )
 from emotion_llama.errors import CheckpointError, ConfigError, EmotionLlamaError
+from emotion_llama.model.fp8 import check_fp8_device, convert_linears
+from emotion_llama.precision import check_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -651,9 +653,8 @@ def build_encoders(
 ) -> Encoders:
     """The three encoders a config names (``config.perception`` sources, ``config.features`` dims),
     as :func:`prepare_encoders` makes them. FP8 is refused (where it cannot run) before any loading."""
+    check_device(device)
     if fp8:
-        from emotion_llama.model.fp8 import check_fp8_device
-
         check_fp8_device(device, dtype)
     p, f = config.perception, config.features
     local = build_local_encoder(p.local_encoder, f.local_dim, p.face_size, seed=config.seed)
@@ -676,8 +677,6 @@ def prepare_encoders(
     """``encoders`` frozen, in eval mode, on ``device`` in ``dtype``, in place. ``fp8``: then their
     linear layers in FP8 matmuls (:mod:`emotion_llama.model.fp8`). ``compile``: every transformer
     block through ``torch.compile`` (:func:`compile_blocks`; dynamic shapes once audio lengths differ)."""
-    from emotion_llama.model.fp8 import check_fp8_device, convert_linears
-
     if fp8:
         check_fp8_device(device, dtype)
     for m in (encoders.local, encoders.temporal, encoders.audio):
