@@ -25,7 +25,7 @@ def test_gpu_all_smoke_run_measures_and_parses_every_row(tmp_path: Path) -> None
     rows = json.loads(out.read_text())["rows"]
     assert [r["workload"] for r in rows] == [
         "training step (stage 2, cached ViT)", "labels from cached features", "reasoning decode, batch 1",
-        "reasoning decode, 4-bit weights", "the four encoders",
+        "reasoning decode, 4-bit weights", "the four encoders", "extract's three encoders",
     ]  # fmt: skip
     for r in rows:
         assert r["error"] == "" and r["measured"] > 0 and r["baseline"] > 0, r
@@ -34,6 +34,8 @@ def test_gpu_all_smoke_run_measures_and_parses_every_row(tmp_path: Path) -> None
     assert "fp8" in rows[4]["best"] and "least cosine to plain" in rows[4]["best"]
     assert rows[2]["best"].startswith("static cache") and rows[2]["baseline_name"].startswith("HF generate")
     assert rows[3]["best"].startswith("NF4 weights") and rows[3]["goal"] is None
+    assert "least feature cosine to the first row" in rows[5]["best"]
+    assert rows[5]["baseline_name"] == "float32, clip by clip (before)"
     assert "anchors and goals are H200 figures" in proc.stdout
     assert "training step (stage 2, cached ViT)" in proc.stdout
 
