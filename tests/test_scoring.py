@@ -114,21 +114,48 @@ def test_cached_vision_tokens_give_the_frame_results(tiny_model, processor, tiny
         build_inputs(processor, [ClipInput("y", None, clips[0].features)])
 
 
+def _greedy_with_logits(t, clips, **kwargs):
+    inputs = build_inputs(t.processor, clips, task="reason")
+    out = t.model.generate(
+        **inputs.as_kwargs(), max_new_tokens=12, do_sample=False, output_scores=True,
+        return_dict_in_generate=True, **kwargs,
+    )  # fmt: skip
+    return out.sequences, torch.stack(out.scores, dim=1)  # (B, T), (B, T, V)
+
+
 @pytest.mark.slow
 def test_static_kv_cache_generates_the_same_text(trained_tiny):
+    """A static KV cache gives the dynamic cache's logits at every step, up to float rounding, and
+    so the same greedy text."""
     # on the trained model: random weights give near-uniform logits whose argmax flips with any
     # change of kernel order, which would test numerics instead of the cache
     t = trained_tiny
     clips = list(t.clips[:6])
-    dynamic = Generator(t.model, t.processor, task="reason", max_new_tokens=12)(clips)
+    dyn_ids, dyn = _greedy_with_logits(t, clips)
+    st_ids, st = _greedy_with_logits(t, clips, cache_implementation="static", disable_compile=True)
+    assert torch.equal(st_ids, dyn_ids)
+    torch.testing.assert_close(st, dyn, atol=1e-4, rtol=0)
     static = Generator(
-        t.model,
-        t.processor,
-        task="reason",
-        max_new_tokens=12,
+        t.model, t.processor, task="reason", max_new_tokens=12,
         generate_kwargs={"cache_implementation": "static", "disable_compile": True},
-    )(clips)
-    assert static == dynamic and any(x.strip() for x in dynamic)
+    )(clips)  # fmt: skip
+    assert static == Generator(t.model, t.processor, task="reason", max_new_tokens=12)(clips)
+    assert any(x.strip() for x in static)
+
+
+def test_inference_prompts_never_draw_an_instruction(processor, tiny_config):
+    """Without an instruction, every call asks the task's first one (for reasoning: the EMER
+    benchmark's), whatever the global RNG: the same clip gets the same prompt and answer."""
+    import random
+
+    from emotion_llama.prompts import REASON_INSTRUCTIONS, default_instruction
+
+    clips = random_clips(tiny_config, 8)
+    assert default_instruction("reason") == REASON_INSTRUCTIONS[0]
+    fixed = build_inputs(processor, clips, task="reason", instruction=REASON_INSTRUCTIONS[0])
+    for seed in range(5):
+        random.seed(seed)
+        assert torch.equal(build_inputs(processor, clips, task="reason")["input_ids"], fixed["input_ids"])
 
 
 def test_rejects_bad_arguments(tiny_model, processor):

@@ -106,6 +106,12 @@ def instruction_pool(task: str) -> tuple[str, ...]:
     raise EmotionLlamaError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
 
 
+def default_instruction(task: str) -> str:
+    """The instruction inference asks ``task`` with: the first of its pool (for the reasoning
+    tasks the one the EMER benchmark uses, "Please analyze all the clues ...")."""
+    return instruction_pool(task)[0]
+
+
 def pick_instruction(task: str, rng: random.Random | None = None) -> str:
     """One instruction of the task's pool (drawn at random for the reasoning tasks)."""
     pool = instruction_pool(task)

@@ -15,7 +15,7 @@ from emotion_llama.model.inputs import MultimodalInputs
 from emotion_llama.model.modeling import EmotionLlama
 from emotion_llama.model.processor import EmotionLlamaProcessor
 from emotion_llama.model.tokenizer import batch_decode
-from emotion_llama.prompts import clean_generation
+from emotion_llama.prompts import clean_generation, default_instruction
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,13 @@ def build_inputs(
 ) -> MultimodalInputs:
     """The inputs of :meth:`EmotionLlama.generate` (and of the model's forward) for a left-padded
     batch of prompts: ids, masks, the three feature vectors, and either ``pixel_values`` or,
-    when every clip carries them, ``vision_tokens``."""
+    when every clip carries them, ``vision_tokens``. ``instruction`` ``None``: the task's first
+    instruction (:func:`~emotion_llama.prompts.default_instruction`), for every clip and call:
+    an answer must not depend on a random draw (training draws from the pool; inference never)."""
     if not clips:
         raise EmotionLlamaError("no clips given")
+    if instruction is None:
+        instruction = default_instruction(task)
     samples = [processor.encode(c.subtitle, task, instruction, absent=c.absent) for c in clips]
     if all(c.vision_tokens is not None for c in clips):
         vision = [{"vision_tokens": c.vision_tokens} for c in clips]
