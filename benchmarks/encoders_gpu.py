@@ -33,7 +33,6 @@ Models are random-initialised directly on the GPU; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from timing import median_seconds, sync
+from timing import median_seconds, sync, write_json
 from torch import nn
 from transformers import HubertModel, VideoMAEModel, ViTMAEModel
 
@@ -298,9 +297,14 @@ def main() -> None:
             return True
         return False
 
+    def payload(partial: bool) -> dict[str, Any]:
+        rows_ = [r.__dict__ for r in rows]
+        return {"device": name, "dtype": str(dtype), "build_s": build_s, "rows": rows_, "partial": partial}
+
     def emit(row: Row) -> None:
         rows.append(row)
         print_row(row, rows[0].clips_per_s)
+        write_json(args.json, payload(True))
 
     with torch.inference_mode():
         # -- baseline: fp32, eager attention, batch 1, one encoder after the other --------------
@@ -341,13 +345,7 @@ def main() -> None:
     if use_cuda:
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB", flush=True)
     print(f"total {time.perf_counter() - t_start:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {"device": name, "dtype": str(dtype), "build_s": build_s, "rows": [r.__dict__ for r in rows]},
-                fh,
-                indent=2,
-            )
+    write_json(args.json, payload(False))
 
 
 if __name__ == "__main__":

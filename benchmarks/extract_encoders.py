@@ -24,7 +24,6 @@ Each row also gives the least cosine, over clips and encoders, of its features t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from timing import median_seconds
+from timing import median_seconds, write_json
 from transformers import HubertModel, VideoMAEModel, ViTMAEModel
 
 from emotion_llama.config import EmotionLlamaConfig, paper_config, tiny_config
@@ -162,6 +161,10 @@ def main() -> None:
         first = first or feats
         row = Row(variant, dtype, batched, len(todo) / seconds, least_cosine(first, feats), note)
         rows.append(row)
+        write_json(
+            args.json,
+            {"device": name, "clips": len(todo), "rows": [asdict(r) for r in rows], "partial": True},
+        )
         ratio = row.clips_per_s / rows[0].clips_per_s
         print(f"{variant:<40}{row.clips_per_s:>9.2f}{ratio:>8.2f}x{row.least_cosine:>11.4f}", flush=True)
 
@@ -185,9 +188,9 @@ def main() -> None:
     if use_cuda:
         print(f"peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.1f} GiB", flush=True)
     print(f"total {time.perf_counter() - t_start:.0f} s", flush=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"device": name, "clips": len(todo), "rows": [asdict(r) for r in rows]}, fh, indent=2)
+    write_json(
+        args.json, {"device": name, "clips": len(todo), "rows": [asdict(r) for r in rows], "partial": False}
+    )
 
 
 if __name__ == "__main__":

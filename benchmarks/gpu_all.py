@@ -205,12 +205,25 @@ def run_workload(
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=max(timeout, 1.0))
     except subprocess.TimeoutExpired:
-        return None, f"past its {timeout:.0f} s share of the budget", time.perf_counter() - t0
+        # the scripts rewrite their JSON after every row: keep the rows measured before the cut
+        seconds, partial = time.perf_counter() - t0, _read_json(out)
+        kept = len(partial["rows"]) if partial and partial.get("rows") else 0
+        if not kept:
+            return None, f"past its {timeout:.0f} s share of the budget", seconds
+        return partial, f"past its {timeout:.0f} s share of the budget; {kept} rows kept", seconds
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return None, f"exit {proc.returncode}: {tail[0][:200]}", seconds
     return json.loads(out.read_text()), "", seconds
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def measure(smoke: bool, budget_s: float, only: set[str] | None = None) -> list[Result]:
@@ -230,7 +243,14 @@ def measure(smoke: bool, budget_s: float, only: set[str] | None = None) -> list[
             )
             if data is None:
                 continue
-            PARSERS[w.name](data, r, runs)
+            try:
+                PARSERS[w.name](data, r, runs)
+            except (KeyError, StopIteration, ValueError, TypeError, ZeroDivisionError) as exc:
+                # rows missing from a cut run (or a changed script): this row only, the table stays
+                r.measured = None
+                lacks = f"its output lacks what the row needs ({exc!r})"
+                r.error = f"{r.error}; {lacks}" if r.error else lacks
+                continue
             runs[w.name] = data
     return results
 
@@ -251,9 +271,9 @@ def print_table(results: list[Result], smoke: bool) -> None:
         mfu = f"{100 * r.mfu:.0f}%" if r.mfu is not None else "-"
         peak = f"{r.peak_gib:.1f}" if r.peak_gib is not None else "-"
         rates = f"{r.measured:>11.2f}  {r.unit:<10}{r.anchor:>8g}{_goal(r):>8}{vs_anchor:>11}{vs_base:>11}"
-        print(
-            f"{r.workload:<38}{rates}{mfu:>7}{peak:>10}{r.seconds:>6.0f}  {r.best} / {r.baseline_name or '-'}"
-        )
+        cut = f" [{r.error}]" if r.error else ""  # a run cut at its share: the rows it had
+        against = f"{r.best} / {r.baseline_name or '-'}{cut}"
+        print(f"{r.workload:<38}{rates}{mfu:>7}{peak:>10}{r.seconds:>6.0f}  {against}")
     if smoke:
         print("smoke run: tiny models on the CPU; the anchors and goals are H200 figures and do not apply")
     else:

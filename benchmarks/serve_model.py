@@ -36,7 +36,6 @@ capability 8.9+ and bfloat16; on the CPU ``torch._scaled_mm`` has no FP8 units a
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
@@ -44,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timing import median_seconds
+from timing import median_seconds, write_json
 
 from emotion_llama.config import EmotionLlamaConfig, load_config
 from emotion_llama.data.synth import make_synthetic_dataset
@@ -319,6 +318,17 @@ def main() -> None:
     named = sum(p is not None for p in parsed)
 
     rows: list[dict[str, Any]] = []
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    cache = "static" if static else "dynamic"
+    fp8_kept: int | None = None
+
+    def payload(partial: bool) -> dict[str, Any]:
+        return {"device": name, "dtype": str(dtype), "preset": model.config.name, "note": note,
+                "cache": cache, "compile": args.compile, "rows": rows, "agreement": agree / len(clips),
+                "clips": len(clips), "greedy_named_label": named, "quantization": args.quantization,
+                "peak_gib": _peak_gib(device), "partial": partial,
+                "fp8_agreement": None if fp8_kept is None else fp8_kept / len(clips)}  # fmt: skip
+
     for b in batches:
         pool = (clips * (b // len(clips) + 1))[:b]
         sec = median_seconds(lambda p=pool: greedy.texts(p), device, args.repeats, warmup)
@@ -333,6 +343,7 @@ def main() -> None:
         )
         sec = median_seconds(lambda p=pool: scorer(p), device, args.repeats, warmup)
         rows.append({"task": "label", "method": "scoring", "batch": b, "s": sec, "rate": b / sec})
+        write_json(args.json, payload(True))
     for b in batches:
         pool = (clips * (b // len(clips) + 1))[:b]
         n_new = reason.ids(pool).shape[1]  # (also a warm-up call)
@@ -341,16 +352,14 @@ def main() -> None:
         sec = median_seconds(lambda p=pool: reason.ids(p), device, args.repeats, warmup)
         rows.append({"task": "reason", "method": f"generate {reason_tokens} tok", "batch": b, "s": sec,
                      "rate": b * reason_tokens / sec})  # fmt: skip
+        write_json(args.json, payload(True))
 
-    fp8_kept = None
     if args.fp8:
         more, fp8_kept = fp8_rows(
             model, proc, clips, reason, scored, batches=batches, device=device,
             repeats=args.repeats, warmup=warmup, compile_scoring=args.compile,
         )  # fmt: skip
         rows += more
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    cache = "static" if static else "dynamic"
     print(
         f"device: {name}, dtype {str(dtype).removeprefix('torch.')}, preset {model.config.name} ({note}), "
         f"attention {args.attention}, cache {cache}, compile {'on' if args.compile else 'off'}, "
@@ -386,16 +395,7 @@ def main() -> None:
         f"label agreement, scoring vs parse_label_robust(greedy): {agree}/{len(clips)} = "
         f"{agree / len(clips):.3f} (greedy named a label for {named}/{len(clips)} clips)"
     )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(
-                {"device": name, "dtype": str(dtype), "preset": model.config.name, "note": note,
-                 "cache": cache, "compile": args.compile, "rows": rows, "agreement": agree / len(clips),
-                 "clips": len(clips), "greedy_named_label": named, "quantization": args.quantization,
-                 "peak_gib": _peak_gib(device),
-                 "fp8_agreement": None if fp8_kept is None else fp8_kept / len(clips)},
-                fh, indent=2,
-            )  # fmt: skip
+    write_json(args.json, payload(False))
 
 
 if __name__ == "__main__":

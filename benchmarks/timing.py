@@ -29,3 +29,18 @@ def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, wa
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def write_json(path: str | None, payload: Any) -> None:
+    """``payload`` as JSON at ``path`` (nothing when ``None``), through a temporary file and a
+    rename, so that a reader never sees half a file. The scripts call it after every row with what
+    they have so far: a run stopped by ``gpu_all.py`` at its share of the budget keeps its rows."""
+    if path is None:
+        return
+    import json
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)

@@ -25,12 +25,12 @@ x ViT tokens when the ViT runs; peak from ``--peak-tflops`` or the known dense b
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
+from timing import write_json
 
 from emotion_llama.config import load_config
 from emotion_llama.model.builder import build_model
@@ -228,6 +228,7 @@ def main() -> None:
         r["tokens_per_sample"] = per_sample
         r["mfu"] = (r["samples_per_s"] * flops / (peak * 1e12)) if (gpu and peak) else None
         rows.append(r)
+        write_json(args.json, {"device": name, "preset": args.preset, "rows": rows, "partial": True})
     base = rows[0]["samples_per_s"]
     print(
         f"device: {name}, preset {args.preset}, {args.steps} steps per row, "
@@ -241,9 +242,7 @@ def main() -> None:
             f"{r['variant']:<28}{r['samples_per_s']:>11.2f}{r['samples_per_s'] / base:>11.2f}x{mfu:>8}"
             f"{r['peak_gib']:>10.2f}"
         )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"device": name, "preset": args.preset, "rows": rows}, fh, indent=2)
+    write_json(args.json, {"device": name, "preset": args.preset, "rows": rows, "partial": False})
 
 
 if __name__ == "__main__":
