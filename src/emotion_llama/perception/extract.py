@@ -180,8 +180,15 @@ def _extract(
     f = config.features
     store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}, layout)
     p = config.perception
-    if store.manifest.get("clips") and "encoding" not in store.manifest:
-        store.manifest["encoding"] = dict(LEGACY_ENCODING)  # made before the key was recorded
+    if store.manifest.get("clips"):
+        made = store.manifest.setdefault("encoding", dict(LEGACY_ENCODING))  # made before the key
+        if made != encode.info():
+            flags = "--dtype, --fp8, --batch-encoders/--clip-by-clip"
+            raise EmotionLlamaError(
+                f"{out}: its features were encoded with {_encoding(made)}, this run would use "
+                f"{_encoding(encode.info())}; rerun with the options that made them ({flags}) or "
+                "use another output folder"
+            )
     store.set_info(
         layout=store.layout,
         frame=frame,
@@ -250,6 +257,11 @@ def _extract(
                     flush()
         flush()
     return summary
+
+
+def _encoding(info: dict[str, Any]) -> str:
+    batches = "batched" if info.get("batched") else "clip by clip"
+    return f"{info.get('dtype')}{' + FP8' if info.get('fp8') else ''}, {batches}"
 
 
 def perceive_all(
