@@ -191,3 +191,61 @@ def test_extract_cli_refuses_a_bad_encoder_option_before_any_clip(tmp_path):
     help_text = subprocess.run([*base[:4], "--help"], capture_output=True, text=True, env=env, timeout=120)
     for flag in ("--dtype", "--fp8", "--compile", "--batch-encoders", "--clip-by-clip"):
         assert flag in help_text.stdout
+
+
+# -- one clip the encoders cannot take never stops the others --------------------------------------
+@pytest.mark.slow
+def test_a_clip_with_too_little_audio_fails_alone(tmp_path, tiny_config):
+    """10 ms of audio (HuBERT's first frame needs 25 ms) stopped the whole extract with
+    'audio shorter than 400 samples'; it is now that clip's missing audio."""
+    import shutil
+    import subprocess
+
+    from emotion_llama.media.samples import real_media_dir
+    from emotion_llama.perception.extract import extract_folder
+    from test_encode_batching import _sample_videos
+
+    videos = _sample_videos(tmp_path / "videos")
+    face = real_media_dir() / "WolfgangLanger_Pexels.mp4"
+    cmd = ["ffmpeg", "-loglevel", "error", "-y", "-i", str(face), "-f", "lavfi", "-i",
+           "sine=f=440:d=0.01:sample_rate=16000", "-t", "2", "-map", "0:v", "-map", "1:a",
+           "-c:v", "libx264", "-c:a", "pcm_s16le", str(videos / "short_audio.mkv")]  # fmt: skip
+    assert shutil.which("ffmpeg") and subprocess.run(cmd).returncode == 0
+    for batched in (False, True):
+        s = extract_folder(
+            videos, tmp_path / f"out_{batched}", tiny_config, workers=1, batch_size=8, progress=False,
+            encode=EncodeSpec(tiny_config, batched=batched),
+        )  # fmt: skip
+        assert s.written == 4, s.failed
+        assert [(p.rsplit("/", 1)[-1], why) for p, why in s.failed] == [
+            ("short_audio.mkv", "audio: 10 ms, shorter than the 25 ms the audio encoder needs")
+        ]
+
+
+@pytest.mark.slow
+def test_a_batch_the_encoders_fail_is_encoded_clip_by_clip(tmp_path, tiny_config, monkeypatch):
+    """An encoder error in a batched forward (one clip's input, or the batch's memory) costs that
+    batch nothing but the failing clip: each clip then goes alone, and only it is listed."""
+    from emotion_llama.encoders.models import AudioEncoder, EncoderError
+    from emotion_llama.perception.extract import extract_folder
+    from test_encode_batching import _sample_videos
+
+    videos = _sample_videos(tmp_path / "videos")
+    forward = AudioEncoder.forward
+    alone_calls = []
+
+    def failing(self, waveforms, attention_mask=None):
+        if waveforms.shape[0] > 1:
+            raise EncoderError("the batch fails")
+        alone_calls.append(waveforms.shape[1])
+        if len(alone_calls) == 1:  # and then the first clip alone
+            raise EncoderError("boom")
+        return forward(self, waveforms, attention_mask)
+
+    monkeypatch.setattr(AudioEncoder, "forward", failing)
+    s = extract_folder(
+        videos, tmp_path / "out", tiny_config, workers=1, batch_size=4, progress=False,
+        encode=EncodeSpec(tiny_config, batched=True),
+    )  # fmt: skip
+    assert s.written == 3 and len(alone_calls) == 4
+    assert len(s.failed) == 1 and s.failed[0][1] == "the encoders failed (EncoderError: boom)"

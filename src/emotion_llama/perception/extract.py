@@ -214,6 +214,9 @@ def _extract(
     pending: list[Any] = []
 
     def write(result: Any, feat: Any) -> None:
+        if isinstance(feat, Exception):
+            summary.failed.append((result.source, f"the encoders failed ({type(feat).__name__}: {feat})"))
+            return
         if feat is None:
             summary.failed.append((result.source, "; ".join(result.missing) or "no features"))
             return
@@ -237,7 +240,11 @@ def _extract(
             return
         if encoders is None:
             encoders = encode.build()
-        feats = encode_clips(pending, encoders, device=encode.device, batched=encode.batches)
+        feats: list[Any]
+        try:
+            feats = encode_clips(pending, encoders, device=encode.device, batched=encode.batches)
+        except Exception:  # one clip can fail its batch (or a batch the memory): each alone then
+            feats = [_encode_alone(r, encoders, encode.device) for r in pending]
         for result, feat in zip(pending, feats, strict=True):
             write(result, feat)
         pending.clear()
@@ -257,6 +264,16 @@ def _extract(
                     flush()
         flush()
     return summary
+
+
+def _encode_alone(result: Any, encoders: Any, device: str) -> Any:
+    """One clip's features (``None`` when it lacks a part), or the error its encoding raised."""
+    from emotion_llama.perception.pipeline import encode
+
+    try:
+        return encode([result], encoders, device=device)[0]
+    except Exception as exc:  # this clip alone fails; the batch's others are written
+        return exc
 
 
 def _encoding(info: dict[str, Any]) -> str:

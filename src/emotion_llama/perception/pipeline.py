@@ -313,6 +313,11 @@ def _face_crops(samples: list[tuple[np.ndarray, Any]], config: PerceptionConfig)
     return _uniform(stack, config.local_frames), _uniform(stack, config.temporal_frames, exact=True)
 
 
+#: The shortest audio the audio encoder takes: HuBERT's (and wav2vec 2.0's) convolutions see 400
+#: samples at 16 kHz for their first frame. Shorter audio counts as no audio.
+MIN_AUDIO_S = 0.025
+
+
 def _audio_and_transcript(
     clip: Any, config: PerceptionConfig, subtitle: str | None, transcriber: Any | None, missing: list[str]
 ) -> tuple[np.ndarray | None, Any]:
@@ -325,9 +330,16 @@ def _audio_and_transcript(
     transcript = None
     try:
         audio = clip.audio()
+        least = round(MIN_AUDIO_S * config.sample_rate)
         if audio.size == 0:
             audio = None
             missing.append("audio: the audio stream is empty")
+        elif audio.size < least:  # the audio encoder's first frame needs this much
+            ms = 1e3 * audio.size / config.sample_rate
+            audio = None
+            missing.append(
+                f"audio: {ms:.0f} ms, shorter than the {MIN_AUDIO_S * 1e3:.0f} ms the audio encoder needs"
+            )
     except NoAudioError:
         missing.append("audio: the file has no audio stream")
     if subtitle is not None:
