@@ -107,6 +107,29 @@ def test_full_model_predictor_labels_by_generation_and_streams(clip, tmp_path, t
         Predictor(model_dir=ckpt, label_mode="vote")  # type: ignore[arg-type]
 
 
+def test_a_clip_the_encoders_fail_on_fails_alone_in_its_batch(clip, tmp_path, tiny_config, monkeypatch):
+    from emotion_llama.encoders.models import AudioEncoder, EncoderError
+    from emotion_llama.model.builder import build_model
+    from emotion_llama.model.checkpoint import save_pretrained
+    from emotion_llama.serve.predictor import Analysis, Predictor
+
+    ckpt = save_pretrained(build_model(tiny_config), tmp_path / "ckpt")
+    forward, calls = AudioEncoder.forward, []
+
+    def failing(self, waveforms, attention_mask=None):
+        calls.append(waveforms.shape[0])
+        if len(calls) == 1:
+            raise EncoderError("boom")
+        return forward(self, waveforms, attention_mask)
+
+    with Predictor(model_dir=ckpt) as p:
+        monkeypatch.setattr(AudioEncoder, "forward", failing)
+        first, second = p.analyze_many([clip, clip])
+    assert isinstance(first, EmotionLlamaError) and "the encoders failed (EncoderError: boom)" in str(first)
+    assert isinstance(second, Analysis) and second.record["label_source"] == "model"
+    assert calls == [1, 1]
+
+
 def test_full_model_predictor_with_vllm_engine_answers_as_the_local_one(clip, tmp_path, tiny_config):
     """serve --engine vllm: the full model's prompts decoded by a server (tests/vllm_reference.py
     reads them as vLLM does) give the local engine's label answer and reasoning."""

@@ -283,10 +283,16 @@ class ModelAnswerer:
         inputs: list[ClipInput] = []
         keep: list[int] = []
         t0 = time.perf_counter()
-        feats = encode_available([c.perception for c in clips], self.encoders, device=self.device)
         size = self.model.config.vision.image_size
-        for i, (clip, (f, absent)) in enumerate(zip(clips, feats, strict=True)):
+        for i, clip in enumerate(clips):
             p = clip.perception
+            try:  # each clip alone (its features do not depend on the batch): one failing fails alone
+                f, absent = encode_available([p], self.encoders, device=self.device)[0]
+            except Exception as exc:
+                errors[i] = EmotionLlamaError(
+                    f"{p.source}: the encoders failed ({type(exc).__name__}: {exc})"
+                )
+                continue
             chosen = clip.record.get("inputs", {}).get("modalities", list(MODALITIES))
             subtitle = clip.record["subtitle"] if "text" in chosen else ""
             if absent == set(FEATURE_PARTS) and not subtitle:
