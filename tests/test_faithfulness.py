@@ -104,6 +104,20 @@ UNFAITHFUL = [
     ("quote without subtitle", Evidence(), 'He says "leave me alone".', "there is no subtitle"),
     # rule 7
     ("empty", HAPPY, "   \n", "empty reasoning"),
+    # rule 8: a loop (what SmolLM2-135M wrote for a crying clip), numbered or not
+    (
+        "numbered loop",
+        SAD,
+        "The emotional clues I provided were:\n\n1. Lip corner depressor: Sad\n2. Inner brow raiser: Sad\n"
+        + "".join(f"{i}. Lips stretched to the edge: Sad\n" for i in range(3, 20)),
+        "repeats 'Lips stretched to the edge: Sad' 17 times",
+    ),
+    (
+        "sentence loop",
+        HAPPY,
+        "She smiles. She is very happy. She is very happy! She is very happy.",
+        "repeats 'She is very happy' 3 times",
+    ),
 ]
 
 
@@ -222,6 +236,8 @@ FAITHFUL = [
     ("not only", LAUGHING, "She is not only smiling but laughing."),
     ("far cry", HAPPY, "It is a far cry from sadness; she smiles."),
     ("ellipsis in a quote", HAPPY, 'She says "this is ... the best day" and beams.'),
+    ("a sentence said twice", SAD, "She looks sad. Her brows are drawn together. She looks sad."),
+    ("short words repeated", HAPPY, "Yes. Yes. Yes. She smiles: happy."),
 ]
 
 

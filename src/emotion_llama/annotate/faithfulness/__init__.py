@@ -128,6 +128,10 @@ Rules (a text fails when any holds; each problem is one short sentence in
 6. **Visual scene.** Clothing, setting and other scene claims are not checked, with or without a
    visual objective: too open-ended to judge precisely.
 7. **Empty text.** An empty or whitespace-only reasoning fails with "empty reasoning".
+8. **A loop.** A sentence or list line of 3 words or more that comes 3 times or more (compared
+   lower-cased, without list numbers and punctuation) fails with "repeats '...' N times": the
+   degenerate lists weak LLMs write ("17. Lips stretched to the edge: Sad" seventeen times). Once
+   or twice is fine ("She looks sad. ... She looks sad.").
 
 :func:`grounded_reasoning` writes the clue sentences that apply, in this order, and leaves out the
 ones whose evidence is absent (no face, no detected action: no face sentence; no voice or no tone

@@ -20,6 +20,7 @@ from emotion_llama.annotate.faithfulness.text import (
     mask,
     norm_quote,
     prepare,
+    repeated_sentences,
 )
 from emotion_llama.annotate.faithfulness.tone import DIM_OF, DIM_TEXT, find_tone_hits
 from emotion_llama.perception.action_units import AU_NAMES
@@ -198,6 +199,10 @@ def check_reasoning(text: str, evidence: Evidence) -> Faithfulness:
         quoted = quoted if len(quoted) <= 60 else quoted[:57].rstrip() + "..."
         where = "the subtitle does not say it" if subtitle else "there is no subtitle"
         problems.add(q.start, f'quotes "{quoted}" but {where}')
+
+    # rule 8: a degenerate text, the same sentence again and again
+    for start, end, count in repeated_sentences(text):
+        problems.add(start, f"repeats '{shown(start, end)}' {count} times")
 
     found = problems.result()
     return Faithfulness(ok=not found, problems=found)

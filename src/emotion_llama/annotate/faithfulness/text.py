@@ -197,3 +197,27 @@ def non_overlapping(hits: list[Hit]) -> list[Hit]:
         if not any(k.overlaps(h.start, h.end) for k in kept):
             kept.append(h)
     return kept
+
+
+#: A sentence or list line: up to a sentence end or a line break.
+_SENTENCE = re.compile(r"[^\n.!?]+")
+_LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*\u2022])\s*")
+#: How often one sentence may come before the text counts as degenerate (rule 8), and the fewest
+#: words a sentence needs to count ("Yes." twice is no loop).
+MAX_REPEATS = 2
+MIN_REPEAT_WORDS = 3
+
+
+def repeated_sentences(text: str) -> list[tuple[int, int, int]]:
+    """``(start, end, count)`` of the first occurrence of each sentence or list line of ``text`` that
+    comes more than :data:`MAX_REPEATS` times (compared lower-cased, list numbers and punctuation
+    left out), in text order: the loops weak LLMs fall into ("17. Lips stretched: Sad" ...)."""
+    seen: dict[str, list[tuple[int, int]]] = {}
+    for m in _SENTENCE.finditer(text):
+        piece = _LIST_MARK.sub("", m.group())
+        words = re.findall(r"[\w']+", piece.lower())
+        if len(words) >= MIN_REPEAT_WORDS:
+            lead = len(m.group()) - len(m.group().lstrip())
+            seen.setdefault(" ".join(words), []).append((m.start() + lead, m.end()))
+    out = [(spans[0][0], spans[0][1], len(spans)) for spans in seen.values() if len(spans) > MAX_REPEATS]
+    return sorted(out)
