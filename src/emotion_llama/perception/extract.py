@@ -9,7 +9,7 @@ broken clip is reported with its reason and never stops the others.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,15 +166,8 @@ def _extract(
     encode: EncodeSpec,
 ) -> ExtractSummary:
     from emotion_llama.encoders.store import open_store
-    from emotion_llama.perception.pipeline import encode as encode_clips
+    from emotion_llama.perception.pipeline import encode_each
 
-    if encode.in_actors(engine):
-        if encode.batched:
-            raise EmotionLlamaError(
-                "--batch-encoders with --engine ray: the GPU actors encode one clip at a time "
-                "(leave the flag out; Ray spreads the clips over the GPUs instead)"
-            )
-        encode = replace(encode, batched=False)  # what the actors do, as the store records it
     f = config.features
     store = open_store(out, {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim}, layout)
     p = config.perception
@@ -238,11 +231,7 @@ def _extract(
             return
         if encoders is None:
             encoders = encode.build()
-        feats: list[Any]
-        try:
-            feats = encode_clips(pending, encoders, device=encode.device, batched=encode.batches)
-        except Exception:  # one clip can fail its batch (or a batch the memory): each alone then
-            feats = [_encode_alone(r, encoders, encode.device) for r in pending]
+        feats = encode_each(pending, encoders, device=encode.device, batched=encode.batches)
         for result, feat in zip(pending, feats, strict=True):
             write(result, feat)
         pending.clear()
@@ -250,7 +239,7 @@ def _extract(
     bar = progress_bar(progress)
     with bar:
         task = bar.add_task("extract", total=len(todo))
-        for item in perceive_clips(todo, p, frame, subtitles, engine, encode=encode):
+        for item in perceive_clips(todo, p, frame, subtitles, engine, encode=encode, batch_size=batch_size):
             bar.advance(task)
             if isinstance(item.result, BaseException):
                 summary.failed.append((str(item.path), failure_reason(item.result, item.path)))
@@ -262,16 +251,6 @@ def _extract(
                     flush()
         flush()
     return summary
-
-
-def _encode_alone(result: Any, encoders: Any, device: str) -> Any:
-    """One clip's features (``None`` when it lacks a part), or the error its encoding raised."""
-    from emotion_llama.perception.pipeline import encode
-
-    try:
-        return encode([result], encoders, device=device)[0]
-    except Exception as exc:  # this clip alone fails; the batch's others are written
-        return exc
 
 
 def _encoding(info: dict[str, Any]) -> str:

@@ -414,6 +414,27 @@ def encode(
     return [feats.get(r.name) for r in results]
 
 
+def encode_each(
+    results: list[Perception], encoders: Any, *, device: str = "cpu", batched: bool = False
+) -> list[Any]:
+    """:func:`encode`, and where the batch's forward raises (one clip's bad input, or a batch too
+    big for the memory), each clip alone: per result its ``ClipFeatures``, ``None`` (a part
+    missing) or the exception its own encoding raised, so that only that clip fails. The driver's
+    batches (``extract``) and the Ray engine's encoder actors both encode this way."""
+    try:
+        return encode(results, encoders, device=device, batched=batched)
+    except Exception as exc:
+        if len(results) == 1:  # alone already: the same forward would fail again
+            return [exc]
+    out: list[Any] = []
+    for r in results:
+        try:
+            out.append(encode([r], encoders, device=device)[0])
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
 def restrict_to(p: Perception, modalities: Sequence[str]) -> Perception:
     """``p`` with only the chosen modalities (:mod:`emotion_llama.modalities`): without ``video``
     no face, AUs, peak or frames; without ``audio`` no waveform; without ``text`` no transcript.
