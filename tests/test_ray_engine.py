@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from emotion_llama.errors import EmotionLlamaError
@@ -51,7 +52,9 @@ def cluster():
     """A head and one more node, one CPU each, on loopback; shut down at the end."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    # the head's GPU is a logical resource only (no test runs a GPU task; the plans may name it)
+    head = {"num_cpus": 1, "num_gpus": 1, "include_dashboard": False}
+    c = Cluster(initialize_head=True, head_node_args=head)
     worker = c.add_node(num_cpus=1)
     c.wait_for_nodes()
     try:
@@ -92,6 +95,58 @@ def test_extract_on_the_cluster_equals_the_local_engine(videos, cluster, local_e
     # either engine finishes what the other started: the local engine finds nothing left to do
     again = cli(*extract_args(videos, tmp_path / "ray"), "--workers", "1")
     assert "3 already done, 0 written, 1 failed" in " ".join(again.stdout.split())
+
+
+def test_encoder_actors_on_the_cluster_equal_the_local_engine(videos, cluster, local_extract, tmp_path):
+    """--encoder-actors 1: the encoders in a CPU actor of the cluster (one thread), not in the
+    driver. Clip by clip and batched (--batch-size 2: a batch of two and one of one, through Ray
+    Data's numpy batches) they write the local engine's vectors within float rounding (another
+    thread count rounds a reduction differently) and its other files byte for byte."""
+    c, _ = cluster
+    reference, _ = local_extract
+    want = tree_bytes(reference)
+    vectors = [k for k in want if k.endswith(".npy")]
+    assert len(vectors) == 9
+    actors = ["--engine", "ray", "--address", c.address, "--encoder-actors", "1"]
+    runs = (("alone", [], 1e-6), ("batched", ["--batch-encoders", "--batch-size", "2"], 2e-5))
+    for name, extra, atol in runs:
+        r = cli(*extract_args(videos, tmp_path / name), *actors, *extra)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "4 videos: 0 already done, 3 written, 1 failed" in " ".join(r.stdout.split()), r.stderr
+        got = tree_bytes(tmp_path / name)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            if k in vectors:
+                a, b = (np.load(root / k) for root in (tmp_path / name, reference))
+                np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=f"{name} {k}")
+            elif k != "manifest.json":  # it holds the vectors' checksums
+                assert got[k] == want[k], k
+        encoding = json.loads(got["manifest.json"])["encoding"]
+        assert encoding == {"dtype": "float32", "fp8": False, "batched": name == "batched"}
+
+
+def test_perception_is_not_fused_into_the_encoder_actors(cluster, videos, tiny_config, capsys):
+    """Ray Data fuses a map into the next actor stage when their resources match; the clips must
+    stay CPU tasks on every node and only the encoding run in the actors, on the CPU (a memory
+    reservation tells the two apart) as on a GPU. More actors than GPUs is refused."""
+    from emotion_llama.perception.ray_engine import _dataset
+    from emotion_llama.perception.workers import EncodeSpec, Engine
+
+    c, _ = cluster
+    ray.init(address=c.address)
+    try:
+        clips = sorted(videos.glob("clip_*.mp4"))
+        for spec, actors in ((EncodeSpec(tiny_config), 2), (EncodeSpec(tiny_config, device="cuda"), 0)):
+            engine = Engine(kind="ray", address=c.address, encoder_actors=actors)
+            _dataset(ray, clips, tiny_config.perception, "first", {}, engine, spec, False, 8).explain()
+            plan = capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+            assert "ActorPoolMapOperator[MapBatches(_Encoders)]" in plan, spec.device
+            assert "TaskPoolMapOperator[Map(_perceive_row)]" in plan, spec.device
+        engine = Engine(kind="ray", address=c.address, encoder_actors=2)
+        with pytest.raises(EmotionLlamaError, match="has 1 GPU"):
+            _dataset(ray, clips, tiny_config.perception, "first", {}, engine, spec, False, 8)
+    finally:
+        ray.shutdown()
 
 
 def test_annotate_on_the_cluster_equals_the_local_engine(videos, cluster, tmp_path):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from emotion_llama.cli.common import (
     AddressOpt,
     AsrModelOpt,
+    EncoderActorsOpt,
     EngineOpt,
     Fp8Opt,
     FrameOpt,
@@ -379,6 +380,7 @@ def annotate(
     ] = "absolute",
     engine: EngineOpt = "local",
     address: AddressOpt = None,
+    encoder_actors: EncoderActorsOpt = 0,
     shard: ShardOpt = None,
 ) -> None:
     """Build a MERR-style dataset from a folder of videos: AU-guided clues, tone, transcript, the
@@ -397,7 +399,7 @@ def annotate(
     from emotion_llama.annotate.clue_text_zh import check_clue_language
 
     check_clue_language(clue_language, "--clue-language")
-    runner = _engine(engine, address, workers)
+    runner = _engine(engine, address, workers, encoder_actors)
     part = _shard(shard)
     if export:
         if part is not None:

@@ -310,6 +310,16 @@ AddressOpt = Annotated[
         "default: $RAY_ADDRESS, else a Ray started on this machine for this run.",
     ),
 ]
+EncoderActorsOpt = Annotated[
+    int,
+    typer.Option(
+        "--encoder-actors",
+        help="--engine ray: the encoders' actor pool. With a GPU --device, at most this many actors of "
+        "one GPU each (0: one per GPU of the cluster); on the CPU, N actors of one CPU each spread over "
+        "the cluster (0: the encoders run in this process, which bounds a cluster's rate with the "
+        "paper's encoders).",
+    ),
+]
 ShardOpt = Annotated[
     str | None,
     typer.Option(
@@ -321,12 +331,14 @@ ShardOpt = Annotated[
 ]
 
 
-def _engine(kind: str, address: str | None, workers: int = 2) -> Engine:
-    """The --engine/--address/--workers options as an engine, checked before any work (Ray
-    importable, an address only with ray)."""
+def _engine(kind: str, address: str | None, workers: int = 2, encoder_actors: int = 0) -> Engine:
+    """The --engine/--address/--workers/--encoder-actors options as an engine, checked before any
+    work (Ray importable, an address and encoder actors only with ray)."""
     from emotion_llama.perception.engines import Engine
 
-    engine = Engine(kind=kind.strip().lower(), workers=max(1, workers), address=address)
+    engine = Engine(
+        kind=kind.strip().lower(), workers=max(1, workers), address=address, encoder_actors=encoder_actors
+    )
     if engine.kind == "ray":
         from emotion_llama.perception.ray_engine import import_ray
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 from emotion_llama.cli.common import (
     AddressOpt,
     AsrModelOpt,
+    EncoderActorsOpt,
     EngineOpt,
     FrameOpt,
     LanguageOpt,
@@ -142,6 +143,7 @@ def extract(
     video_root: VideoRootOpt = None,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
+    encoder_actors: EncoderActorsOpt = 0,
     shard: ShardOpt = None,
     dtype: EncoderDtypeOpt = None,
     fp8: EncoderFp8Opt = False,
@@ -159,7 +161,7 @@ def extract(
     from emotion_llama.perception.extract import extract_folder
     from emotion_llama.precision import check_dtype
 
-    runner = _engine(engine, address, workers)
+    runner = _engine(engine, address, workers, encoder_actors)
     part = _shard(shard)
     _out_folder("--out", out)
     config = _load_config(preset, language=language, asr_model=asr_model)

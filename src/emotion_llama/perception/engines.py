@@ -5,7 +5,8 @@ One interface, :func:`perceive_clips`, over two engines that run the same per-cl
 
 - ``local`` (the default): a process pool on this machine, at most two clips per worker in flight;
 - ``ray``: a Ray cluster through Ray Data's streaming execution (:mod:`.ray_engine`), each clip a
-  CPU task, the encoders a GPU actor pool when the encoders' device is a GPU.
+  CPU task, the encoders an actor pool when the encoders' device is a GPU (or with
+  ``--encoder-actors`` on the CPU).
 
 The driver (the command's own process) keeps every write: it encodes the clips the engine did
 not, and writes each finished clip atomically, so the outputs, the resume and the failure table are
@@ -43,17 +44,21 @@ def perceive_clips(
     *,
     encode: EncodeSpec | None = None,
     ordered: bool = False,
+    batch_size: int = 8,
 ) -> Iterator[ClipResult]:
     """Each clip of ``todo`` perceived, as :class:`ClipResult` s in completion order (``ordered``:
     in ``todo``'s order), with bounded memory. ``encode``: the encoders the engine may run itself
-    (the Ray engine on a GPU); a result says whether it did (``encoded``)."""
+    (the Ray engine's actors, ``batch_size`` clips a call when they batch); a result says whether
+    it did (``encoded``)."""
     engine = engine or Engine()
     if not todo:
         return
     if engine.kind == "ray":
         from emotion_llama.perception.ray_engine import ray_perceive
 
-        yield from ray_perceive(todo, config, frame, subtitles, engine, encode=encode, ordered=ordered)
+        yield from ray_perceive(
+            todo, config, frame, subtitles, engine, encode=encode, ordered=ordered, batch_size=batch_size
+        )
         return
     yield from _local_pool(todo, config, frame, engine.workers, subtitles, ordered=ordered)
 

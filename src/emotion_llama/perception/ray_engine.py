@@ -6,8 +6,10 @@ The pipeline, for the clips still to do::
       .map(perceive, num_cpus=1)             CPU tasks: decoding, faces and AUs, speech (the same
                                              Perceiver as the local pool's workers, loaded once per
                                              Ray worker process and kept)
-      .map(Encoders, ActorPoolStrategy,      only when the encoders run on a GPU: an actor per GPU
-           num_gpus=1)                       (MAE, VideoMAE, HuBERT loaded once per actor)
+      .map_batches(Encoders,                 only when the encoders run in actors: on a GPU --device
+           ActorPoolStrategy, num_gpus=1)    an actor per GPU; --encoder-actors N on the CPU (MAE,
+                                             VideoMAE, HuBERT loaded once per actor; --batch-size
+                                             clips a call when the encoders batch)
       .iter_rows()                           back in the driver, which writes each clip atomically
 
 Ray retries a task whose worker or node died (Ray Data's tasks retry without limit, its actors
@@ -38,6 +40,11 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "TOKENIZER
 FORWARDED_PREFIX = "EMOTION_LLAMA_"
 
 _CONNECTED: dict[str, Any] = {}
+
+#: Ray's ``memory`` (a logical scheduling resource, not a limit) each CPU encoder actor reserves:
+#: a node takes an actor only with this much unreserved (the tiny encoders need far less, the
+#: paper's three in float32 about 4 GB).
+ENCODER_ACTOR_MEMORY = 1 << 30
 
 
 def import_ray() -> Any:
@@ -93,25 +100,41 @@ def _perceive_row(
 
 
 class _Encoders:
-    """The frozen encoders of one actor (one GPU), built as ``spec`` says and applied clip by clip
-    (the actor pool hands over one row at a time)."""
+    """The frozen encoders of one actor (a GPU, or a CPU of the cluster), built as ``spec`` says,
+    applied to each batch of rows Ray Data hands over (one clip, or ``--batch-size`` clips when
+    the spec batches) as the driver encodes a batch
+    (:func:`emotion_llama.perception.pipeline.encode_each`: a clip the encoders fail on fails
+    alone, its error in place of its result)."""
 
-    def __init__(self, spec: EncodeSpec) -> None:
-        self.device = spec.device
+    def __init__(self, spec: EncodeSpec, threads: int = 0) -> None:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)  # the CPUs this actor reserved, no more
+        self.spec = spec
         self.encoders = spec.build()
 
-    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from emotion_llama.perception.pipeline import encode
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        from emotion_llama.perception.pipeline import encode_each
 
-        result = pickle.loads(row["result"])
-        features = None
-        if not isinstance(result, BaseException):
-            try:
-                features = encode([result], self.encoders, device=self.device)[0]
-            except Exception as exc:  # this clip alone fails, as in the driver
-                result = EmotionLlamaError(f"{result.source}: encoders failed ({type(exc).__name__}: {exc})")
-                row = {**row, "result": pickle.dumps(result, protocol=5)}
-        return {**row, "features": pickle.dumps(features, protocol=5)}
+        results = [pickle.loads(b) for b in batch["result"]]
+        ok = [i for i, r in enumerate(results) if not isinstance(r, BaseException)]
+        features: list[Any] = [None] * len(results)
+        feats = encode_each(
+            [results[i] for i in ok], self.encoders, device=self.spec.device, batched=self.spec.batches
+        )
+        for i, feat in zip(ok, feats, strict=True):
+            if isinstance(feat, Exception):
+                results[i] = EmotionLlamaError(
+                    f"{results[i].source}: encoders failed ({type(feat).__name__}: {feat})"
+                )
+            else:
+                features[i] = feat
+        return {
+            "i": batch["i"],
+            "result": [pickle.dumps(r, protocol=5) for r in results],
+            "features": [pickle.dumps(f, protocol=5) for f in features],
+        }
 
 
 def ray_perceive(
@@ -123,27 +146,14 @@ def ray_perceive(
     *,
     encode: EncodeSpec | None = None,
     ordered: bool = False,
+    batch_size: int = 8,
 ) -> Iterator[ClipResult]:
     """The clips of ``todo`` through the cluster, as :class:`ClipResult` s in completion order
-    (``ordered``: in ``todo``'s order)."""
+    (``ordered``: in ``todo``'s order); the encoders' actors (when ``encode`` puts them there)
+    take ``batch_size`` clips a call."""
     ray = connect(engine.address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = engine.progress
-    # Ray Data's plan and progress lines go to the log; the command shows its own progress bar
-    logging.getLogger("ray.data").setLevel(logging.INFO if engine.progress else logging.ERROR)
-    ctx.execution_options.preserve_order = ordered
-    rows = [{"i": i, "job": pickle.dumps((str(v), subtitles.get(v.stem)))} for i, v in enumerate(todo)]
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    threads = max(1, int(engine.cpus_per_clip))
-    ds = ds.map(
-        _perceive_row,
-        fn_kwargs={"config": config, "frame": frame, "threads": threads, "cwd": os.getcwd()},
-        num_cpus=engine.cpus_per_clip,
-    )
+    ds = _dataset(ray, todo, config, frame, subtitles, engine, encode, ordered, batch_size)
     in_actors = encode is not None and encode.in_actors(engine)
-    if in_actors:
-        assert encode is not None
-        ds = _with_encoders(ray, ds, encode)
     rows = iter(ds.iter_rows())
     while True:
         try:
@@ -162,22 +172,72 @@ def ray_perceive(
         yield ClipResult(path, result, encoded=in_actors, features=features)
 
 
-def _with_encoders(ray: Any, ds: Any, encode: EncodeSpec) -> Any:
-    """``ds`` followed by the encoders' actor pool: an actor per GPU of the cluster, one GPU each
-    (their resources differ from the perception tasks', so Ray Data keeps the two stages apart:
-    the clips are perceived on all CPUs, encoded on the GPUs)."""
+def _dataset(
+    ray: Any,
+    todo: list[Path],
+    config: PerceptionConfig,
+    frame: str,
+    subtitles: dict[str, str],
+    engine: Engine,
+    encode: EncodeSpec | None,
+    ordered: bool,
+    batch_size: int,
+) -> Any:
+    """The Ray Data pipeline of :func:`ray_perceive` (see the module docstring), not yet run."""
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = engine.progress
+    # Ray Data's plan and progress lines go to the log; the command shows its own progress bar
+    logging.getLogger("ray.data").setLevel(logging.INFO if engine.progress else logging.ERROR)
+    ctx.execution_options.preserve_order = ordered
+    rows = [{"i": i, "job": pickle.dumps((str(v), subtitles.get(v.stem)))} for i, v in enumerate(todo)]
+    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+    threads = max(1, int(engine.cpus_per_clip))
+    ds = ds.map(
+        _perceive_row,
+        fn_kwargs={"config": config, "frame": frame, "threads": threads, "cwd": os.getcwd()},
+        num_cpus=engine.cpus_per_clip,
+    )
+    if encode is not None and encode.in_actors(engine):
+        ds = _with_encoders(ray, ds, encode, engine, batch_size)
+    return ds
+
+
+def _with_encoders(ray: Any, ds: Any, encode: EncodeSpec, engine: Engine, batch_size: int) -> Any:
+    """``ds`` followed by the encoders' actor pool: on a GPU ``--device``, an actor per GPU of the
+    cluster (or ``engine.encoder_actors`` of them), one GPU each; on the CPU,
+    ``engine.encoder_actors`` actors of one CPU each. Their resources differ from the perception
+    tasks', so Ray Data keeps the two stages apart. Each call gets ``batch_size`` clips when the
+    spec batches, else one."""
     from ray.data import ActorPoolStrategy
 
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if gpus < 1:
-        raise EmotionLlamaError(
-            f"--device {encode.device} with --engine ray: the Ray cluster has no GPU "
-            "(start its nodes with GPUs, or use --device cpu)"
-        )
-    return ds.map(
-        _Encoders,
+    size = engine.encoder_actors
+    resources: dict[str, Any]
+    if encode.on_gpu:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < 1:
+            raise EmotionLlamaError(
+                f"--device {encode.device} with --engine ray: the Ray cluster has no GPU "
+                "(start its nodes with GPUs, or use --device cpu)"
+            )
+        if size > gpus:
+            raise EmotionLlamaError(
+                f"--encoder-actors {size}: the Ray cluster has {gpus} GPU(s), one for each actor"
+            )
+        size = size or gpus
         # the dtype as the driver resolved and recorded it, on the actor's GPU
-        fn_constructor_kwargs={"spec": replace(encode, device="cuda", dtype=encode.resolved_dtype())},
-        compute=ActorPoolStrategy(min_size=1, max_size=gpus),
-        num_gpus=1,
+        spec = replace(encode, device="cuda", dtype=encode.resolved_dtype())
+        resources, threads = {"num_gpus": 1}, 0
+    else:
+        spec = replace(encode, dtype=encode.resolved_dtype())
+        # the memory reservation also keeps Ray Data from fusing the perception tasks into these
+        # actors, which an equal request (one CPU) would make it do: every clip would then be
+        # perceived in the N actors alone
+        resources, threads = {"num_cpus": 1, "memory": ENCODER_ACTOR_MEMORY}, 1
+    return ds.map_batches(
+        _Encoders,
+        fn_constructor_kwargs={"spec": spec, "threads": threads},
+        batch_size=max(1, batch_size) if encode.batches else 1,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(min_size=1, max_size=size),
+        **resources,
     )

@@ -24,13 +24,16 @@ class Engine:
     """Which engine runs the clips and how: ``workers`` (local) are the pool's processes;
     ``address`` (ray) is the cluster (``None``: ``$RAY_ADDRESS``, else a Ray started for this run
     on this machine); ``cpus_per_clip`` (ray) the CPUs each clip's task reserves; ``progress``
-    (ray) shows Ray Data's own progress bars."""
+    (ray) shows Ray Data's own progress bars; ``encoder_actors`` (ray) the size of the encoders'
+    actor pool (0: one per GPU of the cluster on a GPU device; on the CPU, 0 keeps the encoders in
+    the driver, N runs them in N actors of one CPU each, spread over the cluster's nodes)."""
 
     kind: str = "local"
     workers: int = 2
     address: str | None = None
     cpus_per_clip: float = 1.0
     progress: bool = False
+    encoder_actors: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINES:
@@ -41,13 +44,17 @@ class Engine:
             raise EmotionLlamaError(f"--workers must be at least 1, not {self.workers}")
         if self.cpus_per_clip <= 0:
             raise EmotionLlamaError(f"CPUs per clip must be positive, not {self.cpus_per_clip}")
+        if self.encoder_actors < 0:
+            raise EmotionLlamaError(f"--encoder-actors must be 0 or more, not {self.encoder_actors}")
+        if self.encoder_actors and self.kind != "ray":
+            raise EmotionLlamaError("--encoder-actors is for --engine ray")
 
 
 @dataclass(frozen=True)
 class EncodeSpec:
     """The frozen encoders a caller wants run on each clip, and how: ``config``'s, on ``device``.
-    The Ray engine runs them in a GPU actor pool when ``device`` is a GPU; otherwise (and with the
-    local engine) the driver runs them.
+    The Ray engine runs them in an actor pool when ``device`` is a GPU, or on the CPU when it is
+    given ``encoder_actors``; otherwise (and with the local engine) the driver runs them.
 
     How (each recorded in the feature store, :meth:`info`, so that a resumed run cannot mix
     features made two ways):
@@ -80,10 +87,11 @@ class EncodeSpec:
         return not self.device.startswith("cpu")
 
     def in_actors(self, engine: Engine) -> bool:
-        """Whether ``engine`` runs these encoders itself (the Ray engine's GPU actor pool); else
-        the driver does (on the CPU the driver keeps them: a CPU actor would take the cores the
-        clips' perception needs)."""
-        return engine.kind == "ray" and self.on_gpu
+        """Whether ``engine`` runs these encoders itself (the Ray engine's actor pool); else the
+        driver does. On the CPU the driver keeps them unless ``engine.encoder_actors`` is set: an
+        actor takes cores the clips' perception could use, which pays off on a cluster, where the
+        driver's own cores would bound the rate."""
+        return engine.kind == "ray" and (self.on_gpu or engine.encoder_actors > 0)
 
     @property
     def batches(self) -> bool:
