@@ -13,7 +13,7 @@ import torch
 from emotion_llama.encoders.models import build_encoders, preprocess_frames
 from emotion_llama.errors import EmotionLlamaError
 from emotion_llama.model.fp8 import fp8_layers
-from emotion_llama.perception.pipeline import encode, encode_available
+from emotion_llama.perception.pipeline import audio_groups, encode, encode_available
 from emotion_llama.perception.workers import LEGACY_ENCODING, EncodeSpec
 from test_encode_batching import MODALITIES, clip, random_clips
 
@@ -57,6 +57,56 @@ def test_batched_encoding_equals_clip_by_clip_up_to_rounding(tiny_config):
     assert not together[-1][0].audio.any() and "audio" in together[-1][1]
     # a clip's batched vector is not just the first clip's copied
     assert not np.allclose(together[0][0].audio, together[1][0].audio)
+
+
+def test_audio_groups_cap_the_padded_forward():
+    assert audio_groups([]) == []
+    assert audio_groups([30, 10, 20], budget=90) == [[0, 1, 2]]  # 3 x 30 fits: one, in order
+    # 4 x 40 > 100: shortest first, each forward as many as fit (count x its longest <= 100)
+    assert audio_groups([40, 10, 35, 20], budget=100) == [[1, 3], [2, 0]]  # 3 x 35 > 100
+    assert audio_groups([500, 10, 12], budget=100) == [[1, 2], [0]]  # the long one alone
+    assert audio_groups([10] * 12, budget=100) == [list(range(10)), [10, 11]]
+    # the padding: 7 of 3 s with one of 30 s would be 240 s for 51 s of audio
+    assert audio_groups([3, 3, 3, 30, 3, 3, 3, 3]) == [[0, 1, 2, 4, 5, 6, 7], [3]]
+    assert audio_groups([2, 3, 4, 5, 6, 7, 8, 8]) == [list(range(8))]  # 64 <= 2 x 43: one
+    assert audio_groups([1, 1, 4, 4], max_padding=1.5) == [[0, 1], [2, 3]]
+    for lengths in ([7, 3, 9, 1, 4, 4, 8], [50] * 5, [1, 99, 2, 98], [5, 1, 1, 1, 1, 9, 2]):
+        groups = audio_groups(lengths, budget=20)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        for g in groups:
+            padded = len(g) * max(lengths[i] for i in g)
+            assert len(g) == 1 or padded <= min(20, 2 * sum(lengths[i] for i in g)), (lengths, g)
+
+
+def test_a_long_clip_does_not_pad_its_batch(tiny_config, monkeypatch):
+    """One waveform much longer than the others: with a small budget the batch goes in forwards
+    that each fit it (the long one alone, unpadded), and every vector still equals the clip alone
+    up to rounding."""
+    import emotion_llama.perception.pipeline as pipeline
+    from emotion_llama.encoders.models import AudioEncoder
+
+    p = tiny_config.perception
+    encoders = build_encoders(tiny_config)
+    results = random_clips(p.face_size, p.local_frames, p.temporal_frames, seed=8)
+    long = np.tile(results[0].audio, 6)  # 240,000 samples beside 12,000-40,000
+    results[2] = clip("long", results[2].local_crops, results[2].temporal_crops, long)
+    budget = 4 * 40000
+    monkeypatch.setattr(pipeline, "audio_groups", lambda n: audio_groups(n, budget=budget))
+    shapes: list[tuple[int, int]] = []
+    forward = AudioEncoder.forward
+
+    def spy(self, waveforms, attention_mask=None):
+        shapes.append(tuple(waveforms.shape))
+        return forward(self, waveforms, attention_mask)
+
+    monkeypatch.setattr(AudioEncoder, "forward", spy)
+    together = encode_available(results, encoders, batched=True)
+    assert sorted(shapes) == sorted([(4, 40000), (1, long.size)])
+    shapes.clear()
+    alone = encode_available(results, encoders)
+    assert len(shapes) == len(results)
+    for r, (a, _), (b, _) in zip(results, together, alone, strict=True):
+        np.testing.assert_allclose(a.audio, b.audio, rtol=0, atol=2e-5, err_msg=r.name)
 
 
 def test_spec_defaults_follow_the_device(tiny_config):

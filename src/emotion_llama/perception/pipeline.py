@@ -518,12 +518,49 @@ def encode_available(
     return out
 
 
+#: The most samples one padded audio forward holds (clips x the longest clip's samples): 2**22,
+#: about 262 s of 16 kHz audio, e.g. 8 clips of 32 s. One long video would otherwise pad every
+#: clip of its batch to its own length (a half-hour video: 8 x 29 M samples).
+AUDIO_BATCH_SAMPLES = 1 << 22
+#: The most a padded audio forward may hold over its clips' own samples: 2x (at most half of it
+#: padding). Clips of a few seconds each, however mixed, stay in one forward; a clip of 30 s among
+#: clips of 3 s goes alone instead of making the others 10x their cost.
+AUDIO_MAX_PADDING = 2.0
+
+
+def audio_groups(
+    lengths: Sequence[int], budget: int = AUDIO_BATCH_SAMPLES, max_padding: float = AUDIO_MAX_PADDING
+) -> list[list[int]]:
+    """The padded forwards for waveforms of these lengths, as lists of their indices. A forward
+    of ``n`` waveforms holds ``n`` times the longest: it must fit ``budget`` and at most
+    ``max_padding`` times their own samples. All in one forward, in their order, when that holds;
+    otherwise shortest first, each forward as many as hold (a waveform alone always does)."""
+
+    def holds(n: int, longest: int, total: int) -> bool:
+        return n * longest <= min(budget, max_padding * total)
+
+    if not lengths:
+        return []
+    if holds(len(lengths), max(lengths), sum(lengths)):
+        return [list(range(len(lengths)))]
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i in sorted(range(len(lengths)), key=lambda k: lengths[k]):
+        n = lengths[i]  # the longest of its group: they come shortest first
+        if groups[-1] and not holds(len(groups[-1]) + 1, n, total + n):
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    return groups
+
+
 def _encode_part(
     part: str, inputs: list[Any], encoders: Any, device: str, batched: bool
 ) -> Iterator[tuple[list[int], np.ndarray]]:
     """``(indices into inputs, their float32 vectors)`` of one encoder (``local``, ``temporal`` or
     ``audio``): each input alone, or with ``batched`` the inputs of one shape together (crops of the
-    same size and count; all waveforms, right-padded)."""
+    same size and count; the waveforms right-padded, in forwards of :func:`audio_groups`)."""
     import torch
 
     from emotion_llama.encoders.models import pad_waveforms, preprocess_frames
@@ -531,14 +568,17 @@ def _encode_part(
     encoder = getattr(encoders, part)
     dtype = next(encoders.local.parameters()).dtype
     if part == "audio":
-        if not batched:
-            for i, wave in enumerate(inputs):
-                yield [i], encoder.encode_clip(wave)[None].float().cpu().numpy()
-        elif inputs:
-            waves, mask = pad_waveforms(inputs)
+        groups = (
+            audio_groups([int(np.size(w)) for w in inputs]) if batched else [[i] for i in range(len(inputs))]
+        )
+        for idx in groups:
+            if len(idx) == 1:  # alone: at its own length, no padding
+                yield idx, encoder.encode_clip(inputs[idx[0]])[None].float().cpu().numpy()
+                continue
+            waves, mask = pad_waveforms([inputs[i] for i in idx])
             padded = bool((mask == 0).any())
             x = encoder(waves.to(device), mask.to(device) if padded else None)
-            yield list(range(len(inputs))), x.float().cpu().numpy()
+            yield idx, x.float().cpu().numpy()
         return
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, crops in enumerate(inputs):
