@@ -315,9 +315,9 @@ EncoderActorsOpt = Annotated[
     typer.Option(
         "--encoder-actors",
         help="--engine ray: the encoders' actor pool. With a GPU --device, at most this many actors of "
-        "one GPU each (0: one per GPU of the cluster); on the CPU, N actors of one CPU each spread over "
-        "the cluster (0: the encoders run in this process, which bounds a cluster's rate with the "
-        "paper's encoders).",
+        "one GPU each (0: one per GPU of the cluster); on the CPU, N actors of one CPU each, on the "
+        "nodes where Ray finds a free CPU (0: the encoders run in this process, which bounds a "
+        "cluster's rate with the paper's encoders; docs/scale-out.md).",
     ),
 ]
 ShardOpt = Annotated[
