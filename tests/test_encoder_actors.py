@@ -92,3 +92,22 @@ def test_where_the_encoders_run(tiny_config):
         Engine(encoder_actors=1)
     with pytest.raises(EmotionLlamaError, match="--encoder-actors must be 0 or more"):
         Engine(kind="ray", encoder_actors=-1)
+
+
+def test_a_missing_encoder_file_fails_in_the_driver(tiny_config, tmp_path):
+    """The actors load the encoders, so the driver checks the files first (one clear line, not
+    an error from every actor of the cluster)."""
+    from emotion_llama.errors import CheckpointError
+
+    def spec(**sources: str | None) -> EncodeSpec:
+        return EncodeSpec(replace(tiny_config, perception=replace(tiny_config.perception, **sources)))
+
+    with pytest.raises(CheckpointError, match=r"/nonexistent/mae\.pth: no such file"):
+        spec(local_encoder="/nonexistent/mae.pth").check_files()
+    with pytest.raises(CheckpointError, match=r"videomae_399\.pt: no such file"):
+        spec(temporal_encoder=str(tmp_path / "videomae_399.pt")).check_files()
+    (tmp_path / "mae.pth").write_bytes(b"")
+    spec(
+        local_encoder=str(tmp_path / "mae.pth"), audio_encoder="TencentGameMate/chinese-hubert-large"
+    ).check_files()
+    spec().check_files()  # the tiny preset's random encoders: no file at all

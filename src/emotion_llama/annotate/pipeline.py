@@ -204,7 +204,9 @@ def annotate_folder(
             {"local": f.local_dim, "temporal": f.temporal_dim, "audio": f.audio_dim},
             "authors",
         )
-        if encode_spec is not None and not encode_spec.in_actors(engine):
+        if encode_spec.in_actors(engine):
+            encode_spec.check_files()
+        else:
             encoders = encode_spec.build()
 
     import time

@@ -201,6 +201,8 @@ def _extract(
         return summary
     # the driver's encoders, loaded before any clip (a model that cannot load fails at once), unless
     # the engine runs them (Ray's actor pool)
+    if encode.in_actors(engine):
+        encode.check_files()
     encoders: Any = None if encode.in_actors(engine) else encode.build()
     pending: list[Any] = []
 

@@ -110,6 +110,23 @@ class EncodeSpec:
         """How the features are computed, as the store records it (``encoding``)."""
         return {"dtype": self.resolved_dtype(), "fp8": self.fp8, "batched": self.batches}
 
+    def check_files(self) -> None:
+        """Fail now, naming the file, when an encoder's source is a checkpoint file or a folder
+        that is not there (before a Ray cluster's actors would each fail to load it). Hub ids
+        and the registered sources are left to the loading, where they are fetched."""
+        from emotion_llama.encoders.models import ORIGINAL_SUFFIXES
+        from emotion_llama.errors import CheckpointError
+        from emotion_llama.sources import SOURCES
+
+        p = self.config.perception
+        for source in (p.local_encoder, p.temporal_encoder, p.audio_encoder):
+            if source is None or source in SOURCES:
+                continue
+            path = Path(source).expanduser()
+            looks_local = path.suffix in ORIGINAL_SUFFIXES or source.startswith(("/", "./", "../", "~"))
+            if looks_local and not path.exists():
+                raise CheckpointError(source, "no such file")
+
     def build(self) -> Any:
         """The encoders, loaded as this spec says
         (:func:`emotion_llama.encoders.models.build_encoders`)."""
