@@ -201,9 +201,11 @@ def _extract(
         return summary
     # the driver's encoders, loaded before any clip (a model that cannot load fails at once), unless
     # the engine runs them (Ray's actor pool)
+    encoders: Any = None
     if encode.in_actors(engine):
         encode.check_files()
-    encoders: Any = None if encode.in_actors(engine) else encode.build()
+    else:
+        encoders = encode.build()
     pending: list[Any] = []
 
     def write(result: Any, feat: Any) -> None:
@@ -228,11 +230,8 @@ def _extract(
             on_written(result.name)
 
     def flush() -> None:
-        nonlocal encoders
-        if not pending:
+        if not pending:  # always so when the engine encodes: its results come encoded
             return
-        if encoders is None:
-            encoders = encode.build()
         feats = encode_each(pending, encoders, device=encode.device, batched=encode.batches)
         for result, feat in zip(pending, feats, strict=True):
             write(result, feat)

@@ -26,7 +26,7 @@ class Engine:
     on this machine); ``cpus_per_clip`` (ray) the CPUs each clip's task reserves; ``progress``
     (ray) shows Ray Data's own progress bars; ``encoder_actors`` (ray) the size of the encoders'
     actor pool (0: one per GPU of the cluster on a GPU device; on the CPU, 0 keeps the encoders in
-    the driver, N runs them in N actors of one CPU each, spread over the cluster's nodes)."""
+    the driver, N runs them in N actors of one CPU each, wherever Ray finds a free CPU)."""
 
     kind: str = "local"
     workers: int = 2
